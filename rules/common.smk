@@ -1,0 +1,37 @@
+# Shared helpers: the studied model, its resources, and the target lists.
+import json
+from pathlib import Path
+
+from tada.config import validate_config
+
+validate_config(config, source="config")
+
+MODEL = config["model"]
+MODEL_CFG = config["models"][MODEL]
+ON_GPU = str(MODEL_CFG.get("device", "cpu")).startswith("cuda")
+RESULTS = f"results/{MODEL}"
+ENV = "../envs/tada.yaml"
+THREADS = config.get("threads", 2)
+
+# Rules that run the model ask for a GPU when the model is configured for CUDA.
+GPU = 1 if ON_GPU else 0
+
+STEERING = list(config["concepts"].get("steering", []))
+LOCALIZATION = list(config["concepts"].get("localization", []))
+
+
+def log(name):
+    return f"logs/{MODEL}/{name}.log"
+
+
+def optional_targets(name):
+    """Targets contributed by rule files (each defines a function `<name>_targets`)."""
+    fn = globals().get(f"{name}_targets")
+    return fn() if fn else []
+
+
+def all_targets():
+    out = []
+    for stage in ("prompts", "cache", "localize", "vectors"):
+        out += optional_targets(stage)
+    return out

@@ -1,0 +1,21 @@
+# Training of the embedded model. Not part of the default DAG: the trained weights are
+# versioned in data/embedded_model/ and read from there. Retrain with
+#   snakemake --cores all train_embedded
+# then copy results/embedded/train/model/ over data/embedded_model/ to adopt the new weights.
+
+
+rule train_embedded:
+    output:
+        weights="results/embedded/train/model/model.safetensors",
+        config="results/embedded/train/model/config.json",
+    log:
+        "logs/embedded/train_embedded.log",
+    params:
+        seed=0,
+    threads: THREADS
+    resources:
+        gpu=0,
+    conda:
+        ENV
+    script:
+        "../workflow_scripts/train_embedded.py"
