@@ -78,3 +78,68 @@ def model_config(config: Mapping[str, Any], name: str | None = None) -> tuple[st
         raise ConfigError(f"unknown model '{name}'; models has {sorted(config['models'])}")
     block = dict(config["models"][name])
     return name, block
+
+
+def schema_rows() -> list[tuple[str, str, str, str]]:
+    """(key, type, default, description) for every key of the schema, in schema order."""
+    schema = yaml.safe_load(SCHEMA.read_text())
+    rows: list[tuple[str, str, str, str]] = []
+
+    def kind(node: Mapping[str, Any]) -> str:
+        if "enum" in node:
+            return " \\| ".join(str(v) for v in node["enum"])
+        t = node.get("type", "")
+        return "/".join(t) if isinstance(t, list) else str(t)
+
+    def walk(node: Mapping[str, Any], prefix: str) -> None:
+        for name, sub in (node.get("properties") or {}).items():
+            if "$ref" in sub:
+                sub = schema["$defs"][sub["$ref"].rsplit("/", 1)[-1]]
+            default = "" if "default" not in sub else f"`{json_dump(sub['default'])}`"
+            rows.append((f"{prefix}{name}", kind(sub), default, sub.get("description", "")))
+            walk(sub, f"{prefix}{name}.")
+            extra = sub.get("additionalProperties")
+            if isinstance(extra, dict):
+                if "$ref" in extra:
+                    extra = schema["$defs"][extra["$ref"].rsplit("/", 1)[-1]]
+                walk(extra, f"{prefix}{name}.<name>.")
+
+    walk(schema, "")
+    return rows
+
+
+def json_dump(value: Any) -> str:
+    import json
+
+    return json.dumps(value)
+
+
+def schema_markdown() -> str:
+    """The config-key table of the README, generated from the schema."""
+    lines = ["| key | type | default | description |", "|---|---|---|---|"]
+    lines += [f"| `{k}` | {t} | {d} | {desc} |" for k, t, d, desc in schema_rows()]
+    return "\n".join(lines) + "\n"
+
+
+def update_readme(path: str | os.PathLike = ROOT / "README.md") -> None:
+    """Rewrite the README's config-key table (between its config-keys markers)."""
+    import re
+
+    from tada.io import write_text
+
+    text = Path(path).read_text()
+    start, end = "<!-- config-keys:start -->", "<!-- config-keys:end -->"
+    if start not in text or end not in text:
+        raise ValueError(f"{path}: config-keys markers not found")
+    new = re.sub(re.escape(start) + ".*" + re.escape(end),
+                 lambda _m: f"{start}\n{schema_markdown()}{end}", text, flags=re.S)
+    write_text(path, new)
+
+
+if __name__ == "__main__":
+    import sys
+
+    if "--update-readme" in sys.argv:
+        update_readme()
+    else:
+        print(schema_markdown(), end="")

@@ -86,7 +86,7 @@ class LocalizationConcept:
     exclude_keywords: tuple[str, ...]
     counterpart: str | None
     replacements: dict[str, str] = field(hash=False)
-    alignment_text: str = ""
+    alignment_text: str
 
 
 @dataclass(frozen=True)
@@ -177,7 +177,10 @@ def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, 
         line = key_node.start_mark.line + 1
         if key in seen:
             raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key '{key}' (first on line {seen[key]})", key_node.start_mark
+                None,
+                None,
+                f"duplicate key '{key}' (first on line {seen[key]})",
+                key_node.start_mark,
             )
         seen[key] = line
     return loader.construct_mapping(node, deep=deep)
@@ -255,9 +258,8 @@ class _Checker:
         seen: dict[str, int] = {}
         for i, item_id in enumerate(ids):
             if item_id in seen:
-                raise self.fail(
-                    f"{section}[{i}].id", f"duplicate id '{item_id}' (also {section}[{seen[item_id]}])"
-                )
+                first = f"{section}[{seen[item_id]}]"
+                raise self.fail(f"{section}[{i}].id", f"duplicate id '{item_id}' (also {first})")
             seen[item_id] = i
 
 
@@ -393,7 +395,8 @@ def _check_references(check: _Checker, table: ConceptTable) -> None:
         if missing:
             raise check.fail(
                 f"localization[{i}].exclude_keywords",
-                f"must include the keywords of counterpart '{concept.counterpart}': missing {missing}",
+                f"must include the keywords of counterpart '{concept.counterpart}': "
+                f"missing {missing}",
             )
     seen_terms: dict[frozenset, str] = {}
     for i, combo in enumerate(table.combinations):
@@ -453,12 +456,15 @@ def load_concepts(path: str | Path = DEFAULT_CONCEPTS_PATH) -> ConceptTable:
     if not path.is_file():
         raise FileNotFoundError(f"concepts file not found: {path}")
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+        with path.open(encoding="utf-8") as stream:
+            data = yaml.load(stream, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         raise ConceptFileError(path, "<yaml>", str(exc).replace("\n", " ")) from exc
     return parse_concepts(data, path)
 
 
-def as_mapping(concept: SteeringConcept | LocalizationConcept | Combination) -> Mapping[str, Any]:
+def as_mapping(
+    concept: SteeringConcept | LocalizationConcept | Combination,
+) -> Mapping[str, Any]:
     """A plain-dict view of a concept (for JSON metadata)."""
     return asdict(concept)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 import os
 import re
 import tempfile
@@ -249,8 +250,16 @@ def read_pairs(path_csv: str | Path) -> pd.DataFrame:
 
 def common_text_length(model_token_count: Callable[[str], int], a: str, b: str) -> int:
     """The token count both prompts are padded to: the larger of the two counts."""
-    counts = [model_token_count(a), model_token_count(b)]
-    for prompt, count in zip((a, b), counts):
-        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-            raise ValueError(f"token count for {prompt!r} must be a non-negative int, got {count!r}")
+    counts = []
+    for prompt in (a, b):
+        count = model_token_count(prompt)
+        try:
+            value = operator.index(count)
+        except TypeError:
+            value = -1
+        if isinstance(count, bool) or value < 0:
+            raise ValueError(
+                f"token count for {prompt!r} must be a non-negative int, got {count!r}"
+            )
+        counts.append(value)
     return max(counts)
