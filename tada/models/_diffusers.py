@@ -1,0 +1,185 @@
+"""Shared pieces of the diffusers-based backends.
+
+Loading is strictly local: a pipeline directory written by ``save_pretrained`` (or a snapshot of
+a hub repository) is checked for ``model_index.json`` and every component folder it names, then
+loaded with ``local_files_only=True`` and ``HF_HUB_OFFLINE=1``. Nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from .base import Generation, SteerableModel, resolve_device, resolve_dtype
+
+#: config keys every diffusers backend understands
+COMMON_KEYS: frozenset[str] = frozenset(
+    {"backend", "path", "device", "dtype", "batch_size", "steps", "guidance", "duration"})
+
+
+# --------------------------------------------------------------------------------------------
+# config and files
+# --------------------------------------------------------------------------------------------
+def check_config_keys(cfg: Mapping[str, Any], key: str, allowed: Iterable[str],
+                      required: Iterable[str] = ()) -> dict[str, Any]:
+    """Return a copy of `cfg`; unknown or missing keys raise, naming ``<key>.<name>``."""
+    allowed = set(allowed)
+    unknown = sorted(set(cfg) - allowed)
+    if unknown:
+        raise KeyError(f"{key}: unknown config key(s) {', '.join(f'{key}.{k}' for k in unknown)}; "
+                       f"allowed: {', '.join(sorted(allowed))}")
+    missing = [name for name in required if cfg.get(name) in (None, "")]
+    if missing:
+        raise KeyError(f"{key}: missing required config key(s) "
+                       f"{', '.join(f'{key}.{k}' for k in missing)}")
+    return dict(cfg)
+
+
+def check_pipeline_dir(path: str | os.PathLike, key: str) -> Path:
+    """Check that `path` holds a saved diffusers pipeline: ``model_index.json`` and one folder per
+    component it lists. Errors name the config key (e.g. ``models.stable_audio.path``)."""
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"{key}: directory '{root}' does not exist (it should hold a saved "
+                                "diffusers pipeline; models are never downloaded)")
+    index = root / "model_index.json"
+    if not index.is_file():
+        raise FileNotFoundError(f"{key}: '{root}' has no model_index.json, so it is not a saved "
+                                "diffusers pipeline")
+    try:
+        spec = json.loads(index.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{key}: {index} is not valid JSON ({err})") from err
+    missing = [name for name, value in spec.items()
+               if not name.startswith("_") and isinstance(value, (list, tuple))
+               and len(value) == 2 and value[0] is not None and not (root / name).is_dir()]
+    if missing:
+        raise FileNotFoundError(f"{key}: '{root}' lacks the component folder(s) {', '.join(missing)} "
+                                "listed in its model_index.json")
+    return root
+
+
+def load_pipeline(pipeline_cls: type, path: str | os.PathLike, key: str,
+                  dtype: torch.dtype = torch.float32) -> Any:
+    """Load a pipeline from a local directory only (offline, no hub access)."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    root = check_pipeline_dir(path, key)
+    return pipeline_cls.from_pretrained(str(root), local_files_only=True, dtype=dtype)
+
+
+def prepare_pipeline(pipe: Any, device: torch.device, dtype: torch.dtype) -> Any:
+    """Move a pipeline to `device`/`dtype` and put every module in eval mode."""
+    modules = [c for c in getattr(pipe, "components", {}).values() if isinstance(c, torch.nn.Module)]
+    floating = {p.dtype for m in modules for p in m.parameters() if p.is_floating_point()}
+    pipe = pipe.to(device=device) if floating <= {dtype} else pipe.to(device=device, dtype=dtype)
+    for module in modules:
+        module.eval()
+    return pipe
+
+
+# --------------------------------------------------------------------------------------------
+# tensors
+# --------------------------------------------------------------------------------------------
+def generators(seeds: Sequence[int]) -> list[torch.Generator]:
+    """One CPU generator per seed (stochastic samplers draw per-sample noise from them)."""
+    return [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+
+
+def audio_to_numpy(audio: Any) -> np.ndarray:
+    """Pipeline audio (tensor or array, (B, N) or (B, C, N)) as float32 numpy (B, C, N)."""
+    if isinstance(audio, torch.Tensor):
+        audio = audio.detach().to("cpu", torch.float32).numpy()
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim == 2:
+        audio = audio[:, None, :]
+    if audio.ndim != 3:
+        raise ValueError(f"expected audio of shape (batch, [channels,] samples), got {audio.shape}")
+    return audio
+
+
+def output_width(module: torch.nn.Module) -> int:
+    """Width of an attention module's output (its ``to_out[0]`` projection)."""
+    to_out = getattr(module, "to_out", None)
+    if to_out is not None:
+        first = to_out[0] if isinstance(to_out, (torch.nn.ModuleList, torch.nn.Sequential)) else to_out
+        if hasattr(first, "out_features"):
+            return int(first.out_features)
+    for name in ("out_proj", "o_proj"):
+        proj = getattr(module, name, None)
+        if proj is not None and hasattr(proj, "out_features"):
+            return int(proj.out_features)
+    return 0
+
+
+def find_modules(root: torch.nn.Module, patterns: Sequence[str]) -> list[tuple[str, torch.nn.Module, int]]:
+    """(name, module, width) of every module of `root` whose name matches one of `patterns`
+    (``re.search``), in module order."""
+    compiled = [re.compile(p) for p in patterns]
+    return [(name, module, output_width(module)) for name, module in root.named_modules()
+            if name and any(c.search(name) for c in compiled)]
+
+
+# --------------------------------------------------------------------------------------------
+# the shared backend class
+# --------------------------------------------------------------------------------------------
+class DiffusersModel(SteerableModel):
+    """A backend around a diffusers pipeline object, whose own sampling loop is used.
+
+    Subclasses name the pipeline class (:meth:`pipeline_class`), the denoiser attribute
+    (``denoiser_attr``) and implement :meth:`_call_pipeline`.
+    """
+
+    denoiser_attr: str = "transformer"
+    #: extra config keys this backend accepts besides :data:`COMMON_KEYS`
+    extra_keys: frozenset[str] = frozenset()
+
+    def __init__(self, pipe: Any, *, device: str | torch.device = "cpu",
+                 dtype: str | torch.dtype = "float32", batch_size: int = 8, steps: int | None = None,
+                 guidance: float | None = None, duration: float | None = None):
+        super().__init__(device=device, dtype=dtype, batch_size=batch_size)
+        self.pipe = prepare_pipeline(pipe, self.device, self.dtype)
+        if steps is not None:
+            self.default_steps = int(steps)
+        if guidance is not None:
+            self.default_guidance = float(guidance)
+        if duration is not None:
+            self.default_duration = float(duration)
+
+    @classmethod
+    def pipeline_class(cls) -> type:
+        raise NotImplementedError
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any], key: str = "model") -> "DiffusersModel":
+        """Build from a config block: ``path`` (local pipeline directory), ``device``, ``dtype``,
+        ``batch_size``, ``steps``, ``guidance``, ``duration``."""
+        opts = check_config_keys(cfg, key, COMMON_KEYS | cls.extra_keys, required=("path",))
+        opts.pop("backend", None)
+        path = opts.pop("path")
+        resolve_device(opts.get("device", "cpu"))  # a CUDA request without CUDA fails before loading
+        dtype = resolve_dtype(opts.get("dtype", "float32"))
+        pipe = load_pipeline(cls.pipeline_class(), path, f"{key}.path", dtype)
+        return cls(pipe, **opts)
+
+    def denoiser(self) -> torch.nn.Module:
+        return getattr(self.pipe, self.denoiser_attr)
+
+    def _generate(self, prompts, seeds, *, steps, guidance, duration, negative_prompts, text_length,
+                  progress) -> Generation:
+        self.pipe.set_progress_bar_config(disable=not progress)
+        audio, info = self._call_pipeline(prompts, seeds, steps=steps, guidance=guidance,
+                                          duration=duration, negative_prompts=negative_prompts,
+                                          text_length=text_length)
+        return Generation(audio=audio_to_numpy(audio), sample_rate=self.sample_rate, prompts=list(prompts),
+                          seeds=list(seeds), info=info)
+
+    def _call_pipeline(self, prompts: list[str], seeds: list[int], *, steps: int, guidance: float,
+                       duration: float, negative_prompts: list[str] | None,
+                       text_length: int | None) -> tuple[Any, dict[str, Any]]:
+        raise NotImplementedError
