@@ -35,20 +35,25 @@ TEXT_DIM = 384
 class EmbeddedConfig:
     """Hyper-parameters of the network and of the representation it was trained on."""
 
-    n_mels: int = 40
+    n_mels: int = 64
     frames_per_second: float = 32.0
-    frames_per_token: int = 1
-    width: int = 160
+    frames_per_token: int = 2
+    width: int = 128
     depth: int = 8
     heads: int = 4
     ff_mult: float = 3.0
     conv_kernel: int = 5
     text_dim: int = TEXT_DIM
-    text_length: int = 32
+    text_length: int = 48
     duration: float = 4.0
     sample_rate: int = 16000
     cfg_dropout: float = 0.1
     unconditional: str = "empty_prompt"
+    #: the network works on (mel - mel_shift) / mel_scale; generated frames are mapped back
+    mel_shift: float = 0.0
+    mel_scale: float = 1.0
+    mel_min: float = -1.0
+    mel_max: float = 1.0
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "EmbeddedConfig":
@@ -57,6 +62,12 @@ class EmbeddedConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def to_network(self, mels: torch.Tensor) -> torch.Tensor:
+        return (mels - self.mel_shift) / self.mel_scale
+
+    def from_network(self, x: torch.Tensor) -> torch.Tensor:
+        return (x * self.mel_scale + self.mel_shift).clamp(self.mel_min, self.mel_max)
 
     @property
     def frames(self) -> int:

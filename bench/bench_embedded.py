@@ -1,0 +1,135 @@
+"""Quality bar of the embedded model (see tada/embedded/quality.py and docs/embedded.md).
+
+Generates from held-out caption phrasings with and without each concept and reports, against
+the targets: per-concept classifier accuracy (>= 85 %), spectral flux generated / rendered
+(<= 1.5x), flux at token boundaries / inside tokens (<= 1.2x), onset rates of fast and slow
+generations, the world CLAP's ranking accuracy on held-out rendered clips (>= 80 %), seconds
+per 4 s clip at batch 1 (30 steps, CFG) and the training cost. Draws
+docs/figures/generated_vs_rendered.png and writes the "Embedded model" section of BENCHMARKS.md.
+
+    .venv/bin/python bench/bench_embedded.py [--model data/embedded_model] [--pairs 12]
+        [--guidance G] [--threads 1] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tada.embedded.quality import (BOUNDARY_TARGET, CLASSIFIER_TARGET, FLUX_TARGET, SCORER_TARGET,  # noqa: E402
+                                   run_quality)
+
+SECTION_START = "<!-- bench_embedded:start -->"
+SECTION_END = "<!-- bench_embedded:end -->"
+
+
+def _mark(ok: bool) -> str:
+    return "meets" if ok else "**below**"
+
+
+def format_report(r: dict) -> str:
+    lines = ["## Embedded model", ""]
+    lines.append(f"Model `{r['model_dir']}`: {r['parameters'] / 1e6:.2f} M parameters, trained "
+                 f"{r['train_steps']} steps in {r['train_seconds'] / 60:.1f} min (2 shared CPU cores). "
+                 f"Sampling: {r['steps']} Euler steps, CFG {r['guidance']:g}; {r['n_pairs']} held-out "
+                 "caption pairs per concept (pair members share the noise seed).")
+    lines.append("")
+    lines.append(f"Per-concept classifier accuracy on generations (target >= {CLASSIFIER_TARGET:.0%}); "
+                 "`paired` = fraction of pairs where the prompt with the concept scores higher:")
+    lines.append("")
+    lines.append("| concept | accuracy | paired | bar | example prompt with the concept |")
+    lines.append("|---|---|---|---|---|")
+    for name, e in r["concepts"].items():
+        lines.append(f"| {name} | {e['accuracy']:.0%} | {e['paired_accuracy']:.0%} | {_mark(e['meets_bar'])} | "
+                     f"{e['example_positive']} |")
+    lines.append("")
+    below = r.get("below_bar") or []
+    lines.append(f"Below the bar: {', '.join(below) if below else 'none'}.")
+    lines.append("")
+    t = r["concepts"].get("tempo", {})
+    lines.append("| measure | value | target |")
+    lines.append("|---|---|---|")
+    lines.append(f"| spectral flux generated / rendered | {r['flux_ratio']:.2f}x "
+                 f"({r['flux_generated']:.4f} / {r['flux_rendered']:.4f}) | <= {FLUX_TARGET}x ({_mark(r['flux_ratio'] <= FLUX_TARGET)}) |")
+    if "flux_ratio_training_clips" in r:
+        lines.append(f"| spectral flux generated / training-world clips | {r['flux_ratio_training_clips']:.2f}x | "
+                     f"<= {FLUX_TARGET}x ({_mark(r['flux_ratio_training_clips'] <= FLUX_TARGET)}) |")
+    lines.append(f"| flux at token boundaries / inside tokens ({r['frames_per_token']} frames per token) | "
+                 f"{r['boundary_flux_ratio']:.2f}x | <= {BOUNDARY_TARGET}x ({_mark(r['boundary_flux_ratio'] <= BOUNDARY_TARGET)}) |")
+    if "onsets_per_s_fast" in t:
+        lines.append(f"| onsets/s, generated fast / slow | {t['onsets_per_s_fast']:.2f} / {t['onsets_per_s_slow']:.2f} | "
+                     f"rendered {t['rendered_onsets_per_s_fast']:.2f} / {t['rendered_onsets_per_s_slow']:.2f} |")
+    if "clap" in r:
+        c = r["clap"]
+        per = ", ".join(f"{k[9:]} {v:.0%}" for k, v in c.items() if k.startswith("rank_acc_") and k != "rank_acc_mean")
+        ok = min(v for k, v in c.items() if k.startswith("rank_acc_") and k != "rank_acc_mean") >= SCORER_TARGET
+        lines.append(f"| world CLAP ranks the right concept text first ({c['clips']} held-out rendered clips) | "
+                     f"mean {c['rank_acc_mean']:.0%} ({per}) | >= {SCORER_TARGET:.0%} each ({_mark(ok)}) |")
+    w = r["world_scorer"]
+    per = ", ".join(f"{k[9:]} {v:.0%}" for k, v in w.items() if k.startswith("rank_acc_") and k != "rank_acc_mean")
+    lines.append(f"| world scorer (classifiers) ranking, same clips | mean {w['rank_acc_mean']:.0%} ({per}) | reference |")
+    lines.append(f"| seconds per 4 s clip, batch 1, {r['steps']} steps + CFG (no vocoding) | "
+                 f"{r['seconds_per_clip']:.2f} s median, {r.get('seconds_per_clip_best', r['seconds_per_clip']):.2f} s best | "
+                 f"<= 0.5 s ({_mark(r.get('seconds_per_clip_best', r['seconds_per_clip']) <= 0.5)}) |")
+    lines.append(f"| training time | {r['train_seconds'] / 60:.1f} min, {r['train_steps']} steps | <= 60 min |")
+    lines.append("")
+    if r.get("figure"):
+        lines.append(f"Figure: `{Path(r['figure']).relative_to(ROOT) if Path(r['figure']).is_absolute() else r['figure']}` "
+                     "(rendered clips on top, generations from their held-out captions below).")
+        lines.append("")
+    lines.append(f"_Measured {dt.date.today().isoformat()} on {platform.machine()}, torch "
+                 f"{torch.__version__}, {torch.get_num_threads()} thread(s), on a CPU shared with other jobs "
+                 "(timings are upper bounds)._")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def write_section(text: str, path: Path) -> None:
+    body = path.read_text() if path.exists() else "# Benchmarks\n"
+    block = f"{SECTION_START}\n{text}{SECTION_END}\n"
+    if SECTION_START in body and SECTION_END in body:
+        head, rest = body.split(SECTION_START, 1)
+        _, tail = rest.split(SECTION_END, 1)
+        body = head + block + tail.lstrip("\n")
+    else:
+        body = body.rstrip("\n") + "\n\n" + block
+    path.write_text(body)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default=str(ROOT / "data" / "embedded_model"))
+    parser.add_argument("--out", default=str(ROOT / "results" / "embedded" / "quality"))
+    parser.add_argument("--pairs", type=int, default=12)
+    parser.add_argument("--dataset", default=str(ROOT / "results" / "embedded" / "train" / "dataset.npz"),
+                        help="the training run's dataset.npz (flux against the model's own world version)")
+    parser.add_argument("--guidance", type=float, default=None)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
+    parser.add_argument("--from-json", default=None, help="format an existing quality.json instead of measuring")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.from_json:
+        result = json.loads(Path(args.from_json).read_text())
+    else:
+        result = run_quality(args.model, args.out, n_pairs=args.pairs, guidance=args.guidance,
+                             figure=ROOT / "docs" / "figures" / "generated_vs_rendered.png",
+                             training_dataset=args.dataset,
+                             progress=lambda m: print(f"... {m}", flush=True))
+    text = format_report(result)
+    print(text)
+    if not args.no_write:
+        write_section(text, ROOT / "BENCHMARKS.md")
+
+
+if __name__ == "__main__":
+    main()

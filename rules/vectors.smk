@@ -1,0 +1,251 @@
+# Steering vectors: CAA, AUSteer and SAE per concept x layer set, and multi-concept combinations.
+# One vector alone: snakemake --cores 2 results/<model>/vectors/caa/localized/tempo.safetensors
+#
+# layer_sets (checkpoint) resolves global / localized / ablated once; the per-layer SAE jobs
+# are expanded from its output. AUSteer scores and SAE feature statistics do not depend on the
+# layer set and are computed once per concept; combinations sum them (or the CAA vectors).
+
+from tada.steering.build import combination_terms, read_plan
+
+STEER = config["steering"]
+METHODS = list(STEER["methods"])
+VECTOR_LAYER_SETS = list(STEER["layer_sets"])
+SAE_LAYER_SETS = STEER["sae"].get("layer_sets") or VECTOR_LAYER_SETS
+LAYERS_JSON = f"{RESULTS}/localize/layers.json"
+LAYER_PLAN = f"{RESULTS}/vectors/layer_sets.json"
+SAE_DIR = f"{RESULTS}/sae"
+
+
+# Combinations of data/concepts.yaml whose concepts are all studied: id -> [(concept, sign)].
+COMBINATIONS = combination_terms(
+    config["prompts"]["concepts"], STEERING, config["concepts"].get("combinations", False)
+)
+
+_manifest = lambda concept: f"{RESULTS}/activations/contrastive_{concept}.json"
+
+# Layers that get an SAE, known once the layer_sets checkpoint has run.
+_sae_layers = lambda wildcards: read_plan(checkpoints.layer_sets.get().output[0])["sae_layers"]
+
+_sae_weights = lambda wildcards: {
+    f"layer{i}": f"{SAE_DIR}/shared/layer{i}.safetensors" for i in _sae_layers(wildcards)
+}
+
+# Per-concept inputs of a combination: CAA vectors, AUSteer scores or SAE feature statistics.
+_TERM_FILES = {
+    "caa": f"{RESULTS}/vectors/caa/{{layerset}}/{{concept}}.safetensors",
+    "austeer": f"{RESULTS}/vectors/austeer_scores/{{concept}}.safetensors",
+    "sae": f"{SAE_DIR}/scores/{{concept}}.safetensors",
+}
+_term_inputs = lambda wc: {
+    c: _TERM_FILES[wc.method].format(layerset=wc.layerset, concept=c)
+    for c, _ in COMBINATIONS[wc.combination]
+}
+
+# Targets of this stage for `rule all`: every method x layer set x concept/combination.
+vectors_targets = lambda: (
+    expand(
+        f"{RESULTS}/vectors/{{method}}/{{layerset}}/{{name}}.safetensors",
+        method=[m for m in METHODS if m != "sae"],
+        layerset=VECTOR_LAYER_SETS,
+        name=list(STEERING) + list(COMBINATIONS),
+    )
+    + (
+        expand(
+            f"{RESULTS}/vectors/sae/{{layerset}}/{{name}}.safetensors",
+            layerset=[s for s in VECTOR_LAYER_SETS if s in SAE_LAYER_SETS],
+            name=list(STEERING) + list(COMBINATIONS),
+        )
+        + [f"{SAE_DIR}/sae_metrics.csv"]
+        if "sae" in METHODS
+        else []
+    )
+)
+
+
+wildcard_constraints:
+    method="caa|austeer|sae",
+    layerset="global|localized|ablated",
+
+
+checkpoint layer_sets:
+    input:
+        manifest=_manifest(STEERING[0]) if STEERING else [],
+        functional=[] if config["localize"]["layers"] is not None else [LAYERS_JSON],
+    output:
+        LAYER_PLAN,
+    log:
+        log("vectors/layer_sets"),
+    params:
+        override=config["localize"]["layers"],
+        names=VECTOR_LAYER_SETS,
+        sae_layer_sets=SAE_LAYER_SETS if "sae" in METHODS else [],
+    threads: 1
+    resources:
+        gpu=0,
+    conda:
+        ENV
+    script:
+        "../workflow_scripts/layer_sets.py"
+
+
+rule caa:
+    input:
+        manifest=_manifest("{concept}"),
+        plan=LAYER_PLAN,
+    output:
+        f"{RESULTS}/vectors/caa/{{layerset}}/{{concept}}.safetensors",
+    log:
+        log("vectors/caa_{layerset}_{concept}"),
+    wildcard_constraints:
+        concept="|".join(STEERING) or "(?!)",
+    params:
+        normalize=STEER["caa"]["normalize"],
+    threads: 1
+    resources:
+        gpu=0,
+    conda:
+        ENV
+    script:
+        "../workflow_scripts/caa.py"
+
+
+rule austeer_scores:
+    input:
+        manifest=_manifest("{concept}"),
+    output:
+        f"{RESULTS}/vectors/austeer_scores/{{concept}}.safetensors",
+    log:
+        log("vectors/austeer_scores_{concept}"),
+    wildcard_constraints:
+        concept="|".join(STEERING) or "(?!)",
+    threads: 1
+    resources:
+        gpu=0,
+    conda:
+        ENV
+    script:
+        "../workflow_scripts/austeer.py"
+
+
+rule austeer:
+    input:
+        scores=f"{RESULTS}/vectors/austeer_scores/{{concept}}.safetensors",
+        plan=LAYER_PLAN,
+    output:
+        f"{RESULTS}/vectors/austeer/{{layerset}}/{{concept}}.safetensors",
+    log:
+        log("vectors/austeer_{layerset}_{concept}"),
+    wildcard_constraints:
+        concept="|".join(STEERING) or "(?!)",
+    params:
+        top_k=STEER["austeer"]["top_k"],
+    threads: 1
+    resources:
+        gpu=0,
+    conda:
+        ENV
+    script:
+        "../workflow_scripts/austeer.py"
+
+
+rule sae_train:
+    input:
+        manifests=[_manifest(c) for c in STEERING],
+        plan=LAYER_PLAN,
+    output:
+        weights=f"{SAE_DIR}/shared/layer{{layer}}.safetensors",
+        metrics=f"{SAE_DIR}/shared/layer{{layer}}_metrics.csv",
+    log:
+        log("vectors/sae_train_layer{layer}"),
+    wildcard_constraints:
+        layer=r"\d+",
+    params:
+        sae=STEER["sae"],
+        device=MODEL_CFG.get("device", "cpu"),
+    threads: THREADS
+    resources:
+        gpu=GPU,
+    conda:
+        ENV
+    script:
+        "../workflow_scripts/sae_train.py"
+
+
+rule sae_metrics:
+    input:
+        lambda wc: [f"{SAE_DIR}/shared/layer{i}_metrics.csv" for i in _sae_layers(wc)],
+    output:
+        f"{SAE_DIR}/sae_metrics.csv",
+    log:
+        log("vectors/sae_metrics"),
+    threads: 1
+    resources:
+        gpu=0,
+    conda:
+        ENV
+    script:
+        "../workflow_scripts/sae_train.py"
+
+
+rule sae_scores:
+    input:
+        unpack(_sae_weights),
+        manifest=_manifest("{concept}"),
+    output:
+        f"{SAE_DIR}/scores/{{concept}}.safetensors",
+    log:
+        log("vectors/sae_scores_{concept}"),
+    wildcard_constraints:
+        concept="|".join(STEERING) or "(?!)",
+    threads: THREADS
+    resources:
+        gpu=0,
+    conda:
+        ENV
+    script:
+        "../workflow_scripts/sae_vector.py"
+
+
+rule sae_vector:
+    input:
+        unpack(_sae_weights),
+        stats=f"{SAE_DIR}/scores/{{concept}}.safetensors",
+        plan=LAYER_PLAN,
+    output:
+        f"{RESULTS}/vectors/sae/{{layerset}}/{{concept}}.safetensors",
+    log:
+        log("vectors/sae_{layerset}_{concept}"),
+    wildcard_constraints:
+        concept="|".join(STEERING) or "(?!)",
+    params:
+        top_features=STEER["sae"]["top_features"],
+    threads: 1
+    resources:
+        gpu=0,
+    conda:
+        ENV
+    script:
+        "../workflow_scripts/sae_vector.py"
+
+
+rule combine:
+    input:
+        unpack(lambda wc: {**_term_inputs(wc), **(_sae_weights(wc) if wc.method == "sae" else {})}),
+        plan=LAYER_PLAN,
+    output:
+        f"{RESULTS}/vectors/{{method}}/{{layerset}}/{{combination}}.safetensors",
+    log:
+        log("vectors/{method}_{layerset}_{combination}"),
+    wildcard_constraints:
+        combination="|".join(COMBINATIONS) or "(?!)",
+    params:
+        terms=lambda wc: COMBINATIONS[wc.combination],
+        top_k=STEER["austeer"]["top_k"],
+        top_features=STEER["sae"]["top_features"],
+    threads: 1
+    resources:
+        gpu=0,
+    conda:
+        ENV
+    script:
+        "../workflow_scripts/combine.py"
