@@ -38,7 +38,9 @@ def _mark(ok: bool) -> str:
 
 def format_report(r: dict) -> str:
     lines = ["## Embedded model", ""]
-    lines.append(f"Model `{r['model_dir']}`: {r['parameters'] / 1e6:.2f} M parameters, trained "
+    model_dir = Path(r["model_dir"])
+    model_dir = model_dir.relative_to(ROOT) if model_dir.is_absolute() and ROOT in model_dir.parents else model_dir
+    lines.append(f"Model `{model_dir}`: {r['parameters'] / 1e6:.2f} M parameters, trained "
                  f"{r['train_steps']} steps in {r['train_seconds'] / 60:.1f} min (2 shared CPU cores). "
                  f"Sampling: {r['steps']} Euler steps, CFG {r['guidance']:g}; {r['n_pairs']} held-out "
                  "caption pairs per concept (pair members share the noise seed).")
@@ -86,6 +88,13 @@ def format_report(r: dict) -> str:
         lines.append(f"Figure: `{Path(r['figure']).relative_to(ROOT) if Path(r['figure']).is_absolute() else r['figure']}` "
                      "(rendered clips on top, generations from their held-out captions below).")
         lines.append("")
+    lines.append("Notes: the world renderer, descriptors and classifiers changed while the model trained; the model "
+                 "learned the world stored in `results/embedded/train/dataset.npz`, the classifiers in "
+                 "`data/embedded_classifiers/` are fitted on that dataset, and the reference and held-out clips above "
+                 "are rendered with the current renderer (see docs/embedded.md, \"Current state\"). "
+                 "Concepts move in the right direction for most pairs (`paired`) but rarely far enough to flip the "
+                 "classifier; tempo does not move at all.")
+    lines.append("")
     lines.append(f"_Measured {dt.date.today().isoformat()} on {platform.machine()}, torch "
                  f"{torch.__version__}, {torch.get_num_threads()} thread(s), on a CPU shared with other jobs "
                  "(timings are upper bounds)._")

@@ -17,8 +17,9 @@ so a generated mel and the audio it came from are measured the same way. Definit
 * :func:`spectral_centroid`: power-weighted mean mel-band centre frequency (Hz) per frame,
   averaged over frames that are not silent.
 * :func:`pitch_register`: the pitch (as a MIDI number) of the power-weighted mean log-frequency
-  in the melodic band C2-C7 (65-2093 Hz) per frame, median over non-silent frames; it rises
-  when the dominant lines move up in register.
+  in the melodic band C2-C7 (65-2093 Hz) per frame, averaged over non-silent frames; it rises
+  when the dominant lines move up in register (a line present in only part of the clip, like
+  a vocal in call and response, still moves it).
 * :func:`tempo_periodicity`: the normalised autocorrelation of the onset envelope over lags up to
   2 s, its strongest lag between 0.25 and 1.5 s (40-240 BPM) and that peak's height.
 * :func:`descriptor_vector`: the fixed-length vector used by the world's concept classifiers.
@@ -77,15 +78,49 @@ def onset_envelope(mel: np.ndarray) -> np.ndarray:
     return env
 
 
-def onset_frames(mel: np.ndarray) -> np.ndarray:
-    """Frame indices of detected onsets (librosa peak picking on :func:`onset_envelope`)."""
-    import librosa
+def peak_pick(x: np.ndarray, pre_max: int, post_max: int, pre_avg: int, post_avg: int,
+              delta: float, wait: int) -> np.ndarray:
+    """The peak-picking rule of ``librosa.util.peak_pick``, in plain numpy.
 
+    Frame n is a peak when ``x[n] == max(x[n - pre_max:n + post_max])`` and
+    ``x[n] >= mean(x[n - pre_avg:n + post_avg]) + delta``; after a peak, `wait` frames are
+    skipped. (librosa compiles this loop with numba on first use, seconds per process.)
+    """
+    x = np.asarray(x, dtype=np.float64)
+    n_x = len(x)
+    peaks: list[int] = []
+    if n_x == 0:
+        return np.zeros(0, dtype=int)
+    first = x[0] >= x[:min(post_max, n_x)].max() and x[0] >= x[:min(post_avg, n_x)].mean() + delta
+    if first:
+        peaks.append(0)
+    n = wait + 1 if first else 1
+    while n < n_x:
+        if x[n] == x[max(0, n - pre_max):min(n + post_max, n_x)].max() and \
+                x[n] >= x[max(0, n - pre_avg):min(n + post_avg, n_x)].mean() + delta:
+            peaks.append(n)
+            n += wait + 1
+        else:
+            n += 1
+    return np.asarray(peaks, dtype=int)
+
+
+def onset_frames(mel: np.ndarray) -> np.ndarray:
+    """Frame indices of detected onsets: :func:`onset_envelope` normalised to [0, 1], then
+    librosa's ``onset_detect`` peak picking with its default parameters (30 ms pre-max,
+    100 ms averaging windows, delta 0.07) at the world's frame rate."""
     env = onset_envelope(mel)
     if len(env) < 3 or float(env.max()) <= 1e-6:
         return np.zeros(0, dtype=int)
-    return librosa.onset.onset_detect(onset_envelope=env, sr=F.SR, hop_length=F.HOP,
-                                      units="frames")
+    env = env - env.min()
+    env = env / (env.max() + np.finfo(np.float32).tiny)
+    sr, hop = F.SR, F.HOP
+    pre_max = int(np.ceil(0.03 * sr // hop))
+    post_max = int(np.ceil(0.00 * sr // hop + 1))
+    pre_avg = int(np.ceil(0.10 * sr // hop))
+    post_avg = int(np.ceil(0.10 * sr // hop + 1))
+    wait = int(np.ceil(0.03 * sr // hop))
+    return peak_pick(env, pre_max, post_max, pre_avg, post_avg, 0.07, wait)
 
 
 @_batched
@@ -130,12 +165,12 @@ def _register_track(mel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 @_batched
 def pitch_register(audio_or_mel: Any, sr: int = F.SR, from_mel: bool = False) -> float:
-    """Median register (MIDI number) of the energy in the melodic band C2-C7."""
+    """Mean register (MIDI number) of the energy in the melodic band C2-C7."""
     mel = as_mel(audio_or_mel, sr, from_mel)
     if len(mel) == 0:
         return 0.0
     track, loud = _register_track(mel)
-    return float(np.median(track[loud]))
+    return float(np.mean(track[loud]))
 
 
 def _acf(env: np.ndarray, max_lag: int) -> np.ndarray:

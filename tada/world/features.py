@@ -42,11 +42,84 @@ def n_frames(duration: float, sr: int = SR, hop: int = HOP) -> int:
     return int(round(duration * sr)) // hop
 
 
+def hz_to_mel(f: np.ndarray | float) -> np.ndarray:
+    """Slaney mel scale (librosa's default, ``htk=False``): linear below 1 kHz, log above."""
+    f = np.asarray(f, dtype=np.float64)
+    f_sp = 200.0 / 3.0
+    min_log_hz, min_log_mel, logstep = 1000.0, 1000.0 / f_sp, np.log(6.4) / 27.0
+    lin = f / f_sp
+    log = min_log_mel + np.log(np.maximum(f, 1e-10) / min_log_hz) / logstep
+    return np.where(f >= min_log_hz, log, lin)
+
+
+def mel_to_hz(m: np.ndarray | float) -> np.ndarray:
+    """Inverse of :func:`hz_to_mel`."""
+    m = np.asarray(m, dtype=np.float64)
+    f_sp = 200.0 / 3.0
+    min_log_hz, min_log_mel, logstep = 1000.0, 1000.0 / f_sp, np.log(6.4) / 27.0
+    return np.where(m >= min_log_mel, min_log_hz * np.exp(logstep * (m - min_log_mel)), f_sp * m)
+
+
+def _mel_edges(n_mels: int, fmin: float, fmax: float) -> np.ndarray:
+    return mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels + 2))
+
+
 def mel_frequencies(n_mels: int = N_MELS, fmin: float = FMIN, fmax: float = FMAX) -> np.ndarray:
     """Centre frequency (Hz) of each mel band."""
-    import librosa
+    return _mel_edges(n_mels, fmin, fmax)[1:-1]
 
-    return librosa.mel_frequencies(n_mels=n_mels + 2, fmin=fmin, fmax=fmax)[1:-1]
+
+_FILTERS: dict[tuple, np.ndarray] = {}
+
+
+def mel_filters(sr: int = SR, n_fft: int = N_FFT, n_mels: int = N_MELS, fmin: float = FMIN,
+                fmax: float = FMAX) -> np.ndarray:
+    """Slaney-normalised triangular mel filter bank ``(n_mels, 1 + n_fft // 2)`` (the same
+    matrix as ``librosa.filters.mel`` with its defaults)."""
+    key = (sr, n_fft, n_mels, float(fmin), float(fmax))
+    if key not in _FILTERS:
+        fft_f = np.fft.rfftfreq(n_fft, 1.0 / sr)
+        edges = _mel_edges(n_mels, fmin, fmax)
+        fdiff = np.diff(edges)
+        ramps = edges[:, None] - fft_f[None, :]
+        lower = -ramps[:-2] / fdiff[:-1, None]
+        upper = ramps[2:] / fdiff[1:, None]
+        w = np.maximum(0.0, np.minimum(lower, upper))
+        w *= (2.0 / (edges[2:] - edges[:-2]))[:, None]
+        _FILTERS[key] = w.astype(np.float32)
+    return _FILTERS[key]
+
+
+def _window(n_fft: int) -> np.ndarray:
+    """Periodic Hann window."""
+    return (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
+
+
+def stft(y: np.ndarray, n_fft: int = N_FFT, hop_length: int = HOP) -> np.ndarray:
+    """Centred STFT ``(1 + len(y) // hop, 1 + n_fft // 2)`` (zero padding, periodic Hann)."""
+    y = np.asarray(y, dtype=np.float32)
+    pad = np.pad(y, (n_fft // 2, n_fft // 2))
+    n_frames = 1 + (len(pad) - n_fft) // hop_length
+    idx = np.arange(n_fft)[None, :] + hop_length * np.arange(n_frames)[:, None]
+    return np.fft.rfft(pad[idx] * _window(n_fft), axis=1).astype(np.complex64)
+
+
+def istft(spec: np.ndarray, n_fft: int = N_FFT, hop_length: int = HOP, length: int | None = None
+          ) -> np.ndarray:
+    """Inverse of :func:`stft` (windowed overlap-add, normalised by the summed squared window)."""
+    frames = np.fft.irfft(spec, n=n_fft, axis=1).astype(np.float32) * _window(n_fft)
+    n_frames = len(frames)
+    total = n_fft + hop_length * (n_frames - 1)
+    out = np.zeros(total, dtype=np.float32)
+    norm = np.zeros(total, dtype=np.float32)
+    w2 = _window(n_fft) ** 2
+    for i in range(n_frames):
+        out[i * hop_length:i * hop_length + n_fft] += frames[i]
+        norm[i * hop_length:i * hop_length + n_fft] += w2
+    out = out[n_fft // 2:] / np.maximum(norm[n_fft // 2:], 1e-8)
+    if length is not None:
+        out = out[:length] if len(out) >= length else np.pad(out, (0, length - len(out)))
+    return out
 
 
 def _resample(audio: np.ndarray, sr: int, target: int) -> np.ndarray:
@@ -59,9 +132,12 @@ def _resample(audio: np.ndarray, sr: int, target: int) -> np.ndarray:
 
 def mel_power(audio: np.ndarray, sr: int = SR, n_mels: int = N_MELS, hop_length: int = HOP,
               n_fft: int = N_FFT, fmin: float = FMIN, fmax: float = FMAX) -> np.ndarray:
-    """Mel power spectrogram ``(frames, n_mels)`` float32 of mono audio (resampled to SR)."""
-    import librosa
+    """Mel power spectrogram ``(frames, n_mels)`` float32 of mono audio (resampled to SR).
 
+    Numerically the same as ``librosa.feature.melspectrogram(power=2, center=True,
+    pad_mode="constant")`` with these settings, trimmed to ``len(audio) // hop_length`` frames;
+    written in numpy so that no numba compilation is paid on first use.
+    """
     y = np.asarray(audio, dtype=np.float32)
     if y.ndim != 1:
         raise ValueError(f"log_mel expects mono audio of shape (N,), got {y.shape}")
@@ -69,10 +145,9 @@ def mel_power(audio: np.ndarray, sr: int = SR, n_mels: int = N_MELS, hop_length:
     frames = len(y) // hop_length
     if frames == 0:
         return np.zeros((0, n_mels), dtype=np.float32)
-    m = librosa.feature.melspectrogram(y=y, sr=SR, n_fft=n_fft, hop_length=hop_length,
-                                       n_mels=n_mels, fmin=fmin, fmax=fmax, power=2.0,
-                                       center=True, pad_mode="constant")
-    return np.ascontiguousarray(m[:, :frames].T, dtype=np.float32)
+    spec = stft(y, n_fft, hop_length)[:frames]
+    power = spec.real ** 2 + spec.imag ** 2
+    return np.ascontiguousarray(power @ mel_filters(SR, n_fft, n_mels, fmin, fmax).T, dtype=np.float32)
 
 
 def db_to_unit(db: np.ndarray) -> np.ndarray:
@@ -108,34 +183,46 @@ def _mel_pinv() -> np.ndarray:
     """Pseudo-inverse of the mel filter bank (linear power from mel power)."""
     global _PINV
     if _PINV is None:
-        import librosa
-
-        basis = librosa.filters.mel(sr=SR, n_fft=N_FFT, n_mels=N_MELS, fmin=FMIN, fmax=FMAX)
-        _PINV = np.linalg.pinv(basis).astype(np.float32)
+        _PINV = np.linalg.pinv(mel_filters()).astype(np.float32)
     return _PINV
+
+
+def griffin_lim(mag: np.ndarray, n_iter: int = 32, length: int | None = None, momentum: float = 0.99,
+                seed: int = 0) -> np.ndarray:
+    """Fast Griffin-Lim (with momentum) for a magnitude ``(frames, 1 + N_FFT // 2)``; the
+    initial phase is drawn from a generator seeded with `seed`, so the result is deterministic."""
+    rng = np.random.default_rng(seed)
+    angles = np.exp(2j * np.pi * rng.random(mag.shape)).astype(np.complex64)
+    prev = np.zeros_like(angles)
+    n = length if length is not None else HOP * (len(mag) - 1)
+    for _ in range(int(n_iter)):
+        y = istft(mag * angles, length=n)
+        rebuilt = stft(y)[: len(mag)]
+        if rebuilt.shape[0] < len(mag):
+            rebuilt = np.pad(rebuilt, ((0, len(mag) - rebuilt.shape[0]), (0, 0)))
+        angles = rebuilt - (momentum / (1.0 + momentum)) * prev
+        prev = rebuilt
+        angles = angles / (np.abs(angles) + 1e-16)
+    return istft(mag * angles, length=n)
 
 
 def mel_to_audio(mel: np.ndarray, sr: int = SR, n_iter: int = 32) -> np.ndarray:
     """Audio (float32 mono at `sr`) from a normalised log-mel, for listening.
 
     Mel power -> linear power through the pseudo-inverse of the mel filter bank (negative
-    values clipped to 0), square root for magnitude, then Griffin-Lim
-    with a fixed initial phase seed, so the result is deterministic. Peak-normalised to 0.9.
+    values clipped to 0), square root for magnitude, then fast Griffin-Lim (momentum 0.99, as
+    in librosa) from a fixed random initial phase, so the result is deterministic.
+    Peak-normalised to 0.9.
     """
-    import librosa
-
     m = np.asarray(mel, dtype=np.float32)
-    if m.ndim != 2:
-        raise ValueError(f"mel_to_audio expects (frames, n_mels), got {m.shape}")
-    frames, n_mels = m.shape
-    power = db_to_mel_power(m).T
-    silent = m <= -1.0 + 1e-6
-    power[silent.T] = 0.0
-    power = np.concatenate([power, power[:, -1:]], axis=1)  # the frame centred on the last sample
-    mag = np.sqrt(np.maximum(_mel_pinv() @ power, 0.0))
-    y = librosa.griffinlim(mag, n_iter=int(n_iter), hop_length=HOP, n_fft=N_FFT, center=True,
-                           pad_mode="constant", length=frames * HOP, random_state=0,
-                           init="random").astype(np.float32)
+    if m.ndim != 2 or m.shape[1] != N_MELS:
+        raise ValueError(f"mel_to_audio expects (frames, {N_MELS}), got {m.shape}")
+    frames = len(m)
+    power = db_to_mel_power(m)
+    power[m <= -1.0 + 1e-6] = 0.0
+    power = np.concatenate([power, power[-1:]], axis=0)  # the frame centred on the last sample
+    mag = np.sqrt(np.maximum(power @ _mel_pinv().T, 0.0)).astype(np.float32)
+    y = griffin_lim(mag, n_iter=n_iter, length=frames * HOP).astype(np.float32)
     peak = float(np.max(np.abs(y))) if y.size else 0.0
     if peak > 0:
         y *= np.float32(0.9 / peak)

@@ -17,8 +17,10 @@ How each concept is made audible:
 * mood: happy is a major key, melody six semitones above the instrument's centre, harder
   (brighter) velocities, chords voiced around C4; sad is natural minor, five semitones below,
   soft velocities (darker through the velocity-to-filter modulator), chords around D3.
-* vocal: a Choir Aahs / Voice Oohs line, female around C5 (MIDI 65-81), male around C3
-  (MIDI 43-57); sung lines have vibrato (modulation wheel).
+* vocal: a voice line rendered apart and shaped by vowel formants that change per syllable;
+  female: Voice Oohs around D5 (MIDI 71-86), formants scaled by 1.2; male: Choir Aahs around
+  B2-B3 (MIDI 44-59), formants scaled by 0.92; the voice sits 5 dB forward in the mix and
+  sings or raps in alternate half bars with the lead (call and response).
 * vocal_style: sung is legato with vibrato and follows chord tones over a fifth or more; rap
   is short staccato syllables on every eighth note, within two semitones, no vibrato, with falling pitch bends and a
   breath-noise layer doubling each syllable (noisy onsets).
@@ -74,11 +76,11 @@ LEAD_VOLUME = {"piano": 127, "violin": 85, "acoustic_guitar": 127, "electric_gui
 
 CHORD_VOLUME = {"classical": 50, "electronic": 50, "jazz": 40, "rock": 40, "reggae": 50}
 
-VOCAL_PROGRAMS = (52, 53)
+VOCAL_PROGRAMS = {"female": 53, "male": 52}  # a rounder "ooh" voice, a fuller "aah" voice
 VOCAL_VIBRATO = 100  # modulation wheel (CC1) value: FluidSynth's default CC1 -> vibrato depth
 VOCAL_CENTER = {"female": 74, "male": 47}
 RAP_CENTER = {"female": 69, "male": 48}
-VOCAL_GAIN_DB = 3.0  # the voice sits this far above its plain synthesised level
+VOCAL_GAIN_DB = 5.0  # the voice sits this far above its plain synthesised level
 
 # vowel formants (Hz, adult male); the female voice scales them by FORMANT_SCALE
 VOWELS = (
@@ -215,7 +217,7 @@ def compose(attrs: ClipAttributes, seed: int, duration: float = 4.0) -> Score:
         CH_BASS: parts["bass"][bass_var % len(parts["bass"])],
     }
     volumes = {CH_LEAD: LEAD_VOLUME[attrs.lead], CH_CHORD: CHORD_VOLUME[genre], CH_BASS: 50,
-               CH_DRUMS: 110}
+               CH_DRUMS: 127}
     # expression narrows the loudness gap that the mood's velocities open (timbre stays)
     ccs: dict[int, dict[int, int]] = {CH_LEAD: {11: 100 if happy else 127}}
     has_vocal = attrs.vocal != "none"
@@ -250,7 +252,7 @@ def compose(attrs: ClipAttributes, seed: int, duration: float = 4.0) -> Score:
     table = ("jazz_" if genre == "jazz" else "") + ("major" if happy else "minor")
     prog = PROGRESSIONS[table][int(c.integers(len(PROGRESSIONS[table])))]
     bar = 4
-    chord_root_center = 64 if happy else 52
+    chord_root_center = 62 if happy else 57
     chord_tonic = _nearest_tonic(key, chord_root_center)
     bass_tonic = _nearest_tonic(key, 36)
 
@@ -371,7 +373,7 @@ def compose(attrs: ClipAttributes, seed: int, duration: float = 4.0) -> Score:
     consonants: list[tuple[float, float, float, int]] = []
     if attrs.vocal != "none":
         v = _rng(seed, _S_VOCAL)
-        programs[CH_VOCAL] = VOCAL_PROGRAMS[vocal_var % len(VOCAL_PROGRAMS)]
+        programs[CH_VOCAL] = VOCAL_PROGRAMS[attrs.vocal]
         if attrs.vocal_style == "sung":
             volumes[CH_VOCAL] = 127
             ccs[CH_VOCAL] = {1: VOCAL_VIBRATO}
@@ -439,7 +441,8 @@ def compose(attrs: ClipAttributes, seed: int, duration: float = 4.0) -> Score:
             elif genre == "jazz":
                 ride = [0, 1, 1.5, 2, 3, 3.5] if fast else [0, 1, 2, 3]
                 hits += [(k, RIDE, 85) for k in ride]
-                hits += [(1, PEDAL_HAT, 70), (3, PEDAL_HAT, 70), (0, ACOUSTIC_KICK, 70)]
+                hits += [(1, PEDAL_HAT, 80), (3, PEDAL_HAT, 80), (0, ACOUSTIC_KICK, 100),
+                         (2, ACOUSTIC_KICK, 90)]
                 if fast:
                     hits.append((2.5, SNARE, 55))
             elif genre == "reggae":
@@ -529,12 +532,12 @@ def add_consonants(voice: np.ndarray, bursts: list[tuple[float, float, float, in
 
 
 def voice_filter(audio: np.ndarray, vowels: list[tuple[float, float, int]], scale: float,
-                 sr: int, n_fft: int = 512, hop: int = 128) -> np.ndarray:
+                 sr: int, n_fft: int = 512, hop: int = 256) -> np.ndarray:
     """Shape a voice stem with vowel formants, syllable by syllable.
 
     A short-time Fourier transform of the stem is multiplied by a spectral envelope made of
     three Gaussian formant peaks (:data:`VOWELS` times `scale`, gains :data:`FORMANT_GAINS`)
-    over a floor, with each frame taking the vowel of the syllable it falls in (smoothed over
+    over a floor, with the partials below the first formant mostly kept, with each frame taking the vowel of the syllable it falls in (smoothed over
     about 25 ms); the stem's RMS is kept.
     """
     x = np.asarray(audio, dtype=np.float32)
@@ -551,7 +554,10 @@ def voice_filter(audio: np.ndarray, vowels: list[tuple[float, float, int]], scal
     freqs = np.fft.rfftfreq(n_fft, 1.0 / sr)
     envs = np.empty((len(VOWELS), len(freqs)), dtype=np.float32)
     for k, formants in enumerate(VOWELS):
-        e = np.full(len(freqs), 0.06, dtype=np.float32)
+        # the low partials below the first formant keep most of their level (the fundamental
+        # of a voice stays strong), the rest is shaped by the formant peaks over a floor
+        below = 1.0 / (1.0 + np.exp((freqs - 0.85 * formants[0] * scale) / 40.0))
+        e = 0.08 + 0.6 * below
         for f, g, bw in zip(formants, FORMANT_GAINS, FORMANT_BW):
             e += g * np.exp(-0.5 * ((freqs - f * scale) / (bw * scale)) ** 2)
         envs[k] = e
@@ -561,7 +567,7 @@ def voice_filter(audio: np.ndarray, vowels: list[tuple[float, float, int]], scal
     for start, end, vowel in vowels:
         weights[t >= start - 0.01] = 0.0
         weights[t >= start - 0.01, vowel] = 1.0
-    k = 5
+    k = 3
     kernel = np.ones(k, dtype=np.float32) / k
     weights = np.stack([np.convolve(weights[:, j], kernel, mode="same") for j in range(len(VOWELS))], 1)
     spec *= weights @ envs
