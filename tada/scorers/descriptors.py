@@ -11,8 +11,8 @@ Every descriptor accepts
 Audio is scored through the same path as mels (:func:`~tada.world.features.log_mel` first),
 so a generated mel and the audio it came from are measured the same way. Definitions:
 
-* :func:`onset_rate`: librosa peak picking (default parameters) on a spectral-flux onset
-  envelope (mean over mel bands of the positive dB increase from the previous frame), onsets
+* :func:`onset_rate`: librosa's peak-picking rule (default windows, see :func:`onset_frames`)
+  on a spectral-flux onset envelope (mean over mel bands of the positive dB increase from the previous frame), onsets
   per second.
 * :func:`spectral_centroid`: power-weighted mean mel-band centre frequency (Hz) per frame,
   averaged over frames that are not silent.
@@ -34,6 +34,8 @@ import numpy as np
 from tada.world import features as F
 
 MELODIC_BAND = (65.4, 2093.0)
+MIN_ONSET_DB = 1.0
+"""Smallest mean rise over the mel bands (dB from one frame to the next) counted as an onset."""
 SILENCE_DB = -45.0
 
 
@@ -107,20 +109,25 @@ def peak_pick(x: np.ndarray, pre_max: int, post_max: int, pre_avg: int, post_avg
 
 def onset_frames(mel: np.ndarray) -> np.ndarray:
     """Frame indices of detected onsets: :func:`onset_envelope` normalised to [0, 1], then
-    librosa's ``onset_detect`` peak picking with its default parameters (30 ms pre-max,
-    100 ms averaging windows, delta 0.07) at the world's frame rate."""
-    env = onset_envelope(mel)
-    if len(env) < 3 or float(env.max()) <= 1e-6:
+    librosa's ``onset_detect`` peak picking with its default windows (30 ms pre-max, 100 ms
+    averaging before and after, 30 ms wait, delta 0.07) converted to frames by rounding (librosa
+    floors, which at 31 ms frames would drop the 30 ms windows to nothing and count a click
+    that spans two frames twice). Peaks whose mean rise is below :data:`MIN_ONSET_DB` are
+    dropped, so the fluctuations of a steady sound (which the [0, 1] normalisation would blow
+    up) are not counted; world note onsets rise by 2-40 dB."""
+    raw = onset_envelope(mel)
+    if len(raw) < 3 or float(raw.max()) < MIN_ONSET_DB:
         return np.zeros(0, dtype=int)
-    env = env - env.min()
+    env = raw - raw.min()
     env = env / (env.max() + np.finfo(np.float32).tiny)
-    sr, hop = F.SR, F.HOP
-    pre_max = int(np.ceil(0.03 * sr // hop))
-    post_max = int(np.ceil(0.00 * sr // hop + 1))
-    pre_avg = int(np.ceil(0.10 * sr // hop))
-    post_avg = int(np.ceil(0.10 * sr // hop + 1))
-    wait = int(np.ceil(0.03 * sr // hop))
-    return peak_pick(env, pre_max, post_max, pre_avg, post_avg, 0.07, wait)
+    fps = F.FRAMES_PER_SECOND
+    pre_max = int(round(0.03 * fps))
+    post_max = int(round(0.00 * fps)) + 1
+    pre_avg = int(round(0.10 * fps))
+    post_avg = int(round(0.10 * fps)) + 1
+    wait = int(round(0.03 * fps))
+    peaks = peak_pick(env, pre_max, post_max, pre_avg, post_avg, 0.07, wait)
+    return peaks[raw[peaks] >= MIN_ONSET_DB]
 
 
 @_batched

@@ -9,15 +9,17 @@ noisiness), standardised with the training mean and deviation.
 Model: a small multi-task network written in torch, an ensemble of ``n_models`` members (mean
 of their probabilities). Each member has input dropout (0.1), one shared hidden layer
 (``hidden`` units, GELU, dropout 0.5) and one linear softmax head per task; all heads are
-trained together with the sum of their cross-entropies, AdamW (lr 2e-3, weight decay 0.1),
-full batch, ``steps`` steps. Tasks:
+trained together with the sum of their class-balanced cross-entropies, AdamW (lr 2e-3, weight
+decay 0.1), full batch, ``steps`` steps, one torch thread. Tasks:
 
 * one head per attribute of :data:`~tada.world.attributes.CONCEPT_VALUES` (lead, tempo, mood,
   vocal, vocal_style, genre, drums, maracas); ``predict_proba`` gives the class probabilities
   in ``CONCEPT_VALUES`` order;
 * one presence head per source of :data:`~tada.world.attributes.INSTRUMENTS` (the six lead
   instruments, drums, maracas, vocal) plus ``guitar`` (either guitar); ``presence`` gives the
-  probability that the source plays.
+  probability that the source plays. These are independent binary detectors, so a clip that
+  mixes two lead instruments (as a steered generation may) can score high on both, which the
+  one-of-six ``lead`` head cannot express.
 
 Saved as ``classifiers.safetensors`` (weights, feature mean/std) and ``classifiers.json``
 (settings, tasks, classes, feature names) in a directory, or as ``<name>.safetensors`` +
@@ -77,7 +79,7 @@ class _Net(torch.nn.Module):
 class ConceptClassifiers:
     """Per-concept and per-source classifiers on world log-mels (see the module docstring)."""
 
-    def __init__(self, hidden: int = 256, steps: int = 400, n_models: int = 3, seed: int = 0) -> None:
+    def __init__(self, hidden: int = 128, steps: int = 300, n_models: int = 3, seed: int = 0) -> None:
         self.hidden = int(hidden)
         self.steps = int(steps)
         self.n_models = int(n_models)
@@ -107,7 +109,7 @@ class ConceptClassifiers:
         """Standardised features of log-mels, or of already computed :meth:`features`."""
         arr = np.asarray(mels_or_features, dtype=np.float32)
         if self.mean is not None and arr.ndim == 2 and arr.shape[1] == len(self.mean) \
-                and arr.shape[1] != arr.shape[0] and not _looks_like_mel(arr):
+                and not _looks_like_mel(arr):
             return self._standardise(arr)
         return self._standardise(self.features(arr))
 
@@ -126,6 +128,19 @@ class ConceptClassifiers:
         x = self._standardise(feats)
         ys = {t: torch.from_numpy(_labels(attributes, t)) for t in self.tasks}
         self.nets = []
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # small matrices; one thread stays fast on a busy machine
+        try:
+            self._train(x, ys)
+        finally:
+            torch.set_num_threads(threads)
+        return self
+
+    def _train(self, x: torch.Tensor, ys: dict[str, torch.Tensor]) -> None:
+        weights = {}
+        for t, y in ys.items():  # class-balanced: a rare source counts as much as its absence
+            counts = torch.bincount(y, minlength=len(self.tasks[t])).float().clamp(min=1.0)
+            weights[t] = len(y) / (len(counts) * counts)
         for k in range(self.n_models):
             torch.manual_seed(self.seed * 1009 + k)
             net = _Net(x.shape[1], self.hidden, self.tasks)
@@ -133,13 +148,13 @@ class ConceptClassifiers:
             net.train()
             for _ in range(self.steps):
                 out = net(x)
-                loss = sum(torch.nn.functional.cross_entropy(out[t], ys[t]) for t in self.tasks)
+                loss = sum(torch.nn.functional.cross_entropy(out[t], ys[t], weight=weights[t])
+                           for t in self.tasks)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
             net.eval()
             self.nets.append(net)
-        return self
 
     # -- prediction --------------------------------------------------------------------------
     def classes(self, concept: str) -> tuple:

@@ -118,23 +118,75 @@ def sample_clips(n: int, seed: int, split: str = "train") -> tuple[list[ClipAttr
     return attrs, seeds
 
 
-_WORKER_RENDERER = None
-
-
-def _render_chunk(args: tuple[list[dict], list[int], float]) -> np.ndarray:
+def _render_jobs(jobs: list[tuple[dict, int]], duration: float) -> np.ndarray:
     from tada.world.render import Renderer
 
-    global _WORKER_RENDERER
-    if _WORKER_RENDERER is None:
-        _WORKER_RENDERER = Renderer(SR)
-    attrs, seeds, duration = args
-    return np.stack([log_mel(_WORKER_RENDERER.render(ClipAttributes.from_dict(a), int(s), duration))
-                     for a, s in zip(attrs, seeds)]).astype(np.float16)
+    r = Renderer(SR)
+    return np.stack([log_mel(r.render(ClipAttributes.from_dict(a), int(s), duration))
+                     for a, s in jobs]).astype(np.float16)
+
+
+def _worker_main() -> None:
+    """Entry point of a rendering subprocess: pickled jobs on stdin, pickled mels on stdout."""
+    import pickle
+    import sys
+
+    jobs, duration = pickle.load(sys.stdin.buffer)
+    out = _render_jobs(jobs, duration)
+    pickle.dump(out, sys.stdout.buffer, protocol=pickle.HIGHEST_PROTOCOL)
+    sys.stdout.buffer.flush()
+
+
+def _render_in_subprocesses(jobs: list[tuple[dict, int]], duration: float, n_workers: int,
+                            bar) -> np.ndarray:
+    """Render jobs in `n_workers` fresh Python processes (no fork of a process that may hold
+    BLAS or torch thread pools, and no ``__main__`` guard needed by the caller)."""
+    import pickle
+    import subprocess
+    import sys
+    import threading
+
+    import tada
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(tada.__file__)))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env.setdefault("OPENBLAS_NUM_THREADS", "1")
+    parts = [list(range(i, len(jobs), n_workers)) for i in range(n_workers)]
+    parts = [p for p in parts if p]
+    results: dict[int, Any] = {}
+
+    def run(k: int) -> None:
+        proc = subprocess.run(
+            [sys.executable, "-c", "from tada.world.dataset import _worker_main; _worker_main()"],
+            input=pickle.dumps(([jobs[i] for i in parts[k]], duration)), capture_output=True, env=env)
+        if proc.returncode != 0:
+            results[k] = RuntimeError(f"render worker failed:\n{proc.stderr.decode(errors='replace')[-2000:]}")
+        else:
+            results[k] = pickle.loads(proc.stdout)
+            bar(len(parts[k]))
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(len(parts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    out = np.zeros((len(jobs), n_frames(duration), N_MELS), dtype=np.float16)
+    for k, idx in enumerate(parts):
+        if isinstance(results.get(k), Exception) or k not in results:
+            raise results.get(k, RuntimeError("render worker returned nothing"))
+        out[idx] = results[k]
+    return out
 
 
 def render_mels(attributes: Sequence[ClipAttributes], seeds: Iterable[int], duration: float = 4.0,
                 n_workers: int = 1, progress: bool = False, renderer=None) -> np.ndarray:
-    """Log-mels ``(n, frames, n_mels)`` float16 of clips rendered from attributes and seeds."""
+    """Log-mels ``(n, frames, n_mels)`` float16 of clips rendered from attributes and seeds.
+
+    With ``n_workers > 1`` the clips are split over that many fresh Python processes; the
+    result is identical to the single-process one.
+    """
     from tada.world.render import Renderer
 
     seeds = [int(s) for s in seeds]
@@ -143,26 +195,14 @@ def render_mels(attributes: Sequence[ClipAttributes], seeds: Iterable[int], dura
     if n == 0:
         return out
     bar = _progress(n, progress)
-    if n_workers <= 1:
+    if n_workers <= 1 or n < 2 * n_workers:
         r = renderer or Renderer(SR)
         for i, (a, s) in enumerate(zip(attributes, seeds)):
             out[i] = log_mel(r.render(a, s, duration))
             bar(1)
         return out
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
-    chunk = max(1, min(64, n // (4 * n_workers) or 1))
-    jobs = [([a.to_dict() for a in attributes[i:i + chunk]], seeds[i:i + chunk], duration)
-            for i in range(0, n, chunk)]
-    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-    with ProcessPoolExecutor(n_workers, mp_context=mp.get_context(method)) as pool:
-        i = 0
-        for block in pool.map(_render_chunk, jobs):
-            out[i:i + len(block)] = block
-            i += len(block)
-            bar(len(block))
-    return out
+    jobs = [(a.to_dict(), s) for a, s in zip(attributes, seeds)]
+    return _render_in_subprocesses(jobs, duration, int(n_workers), bar)
 
 
 def _progress(total: int, enabled: bool):

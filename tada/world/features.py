@@ -146,8 +146,22 @@ def mel_power(audio: np.ndarray, sr: int = SR, n_mels: int = N_MELS, hop_length:
     if frames == 0:
         return np.zeros((0, n_mels), dtype=np.float32)
     spec = stft(y, n_fft, hop_length)[:frames]
-    power = spec.real ** 2 + spec.imag ** 2
-    return np.ascontiguousarray(power @ mel_filters(SR, n_fft, n_mels, fmin, fmax).T, dtype=np.float32)
+    power = (spec.real.astype(np.float64) ** 2 + spec.imag.astype(np.float64) ** 2)
+    return _apply_filters(power, mel_filters(SR, n_fft, n_mels, fmin, fmax))
+
+
+def _apply_filters(power: np.ndarray, filters: np.ndarray) -> np.ndarray:
+    """``power @ filters.T`` band by band over each filter's support, in float64 and without
+    BLAS, so the result does not depend on the BLAS library or its thread count."""
+    out = np.empty((power.shape[0], filters.shape[0]), dtype=np.float64)
+    for i, w in enumerate(filters):
+        nz = np.flatnonzero(w)
+        if len(nz) == 0:
+            out[:, i] = 0.0
+            continue
+        lo, hi = nz[0], nz[-1] + 1
+        out[:, i] = (power[:, lo:hi] * w[lo:hi].astype(np.float64)).sum(axis=1)
+    return out.astype(np.float32)
 
 
 def db_to_unit(db: np.ndarray) -> np.ndarray:
