@@ -150,6 +150,10 @@ class DiffusersModel(SteerableModel):
             self.default_guidance = float(guidance)
         if duration is not None:
             self.default_duration = float(duration)
+        self._setup(duration_given=duration is not None)
+
+    def _setup(self, duration_given: bool) -> None:
+        """Backend-specific checks and attributes once the pipeline is on its device."""
 
     @classmethod
     def pipeline_class(cls) -> type:

@@ -45,11 +45,7 @@ class AceStep15Model(DiffusersModel):
     default_duration = 30.0
     text_outside_cross_attention = False
 
-    def __init__(self, pipe: Any, *, device: str | torch.device = "cpu",
-                 dtype: str | torch.dtype = "float32", batch_size: int = 8, steps: int | None = None,
-                 guidance: float | None = None, duration: float | None = None):
-        super().__init__(pipe, device=device, dtype=dtype, batch_size=batch_size, steps=steps,
-                         guidance=guidance, duration=duration)
+    def _setup(self, duration_given: bool) -> None:
         self.sample_rate = int(self.pipe.sample_rate)
 
     @classmethod

@@ -63,11 +63,7 @@ class AudioLDM2Model(DiffusersModel):
     default_duration = 10.24
     text_outside_cross_attention = False
 
-    def __init__(self, pipe: Any, *, device: str | torch.device = "cpu",
-                 dtype: str | torch.dtype = "float32", batch_size: int = 8, steps: int | None = None,
-                 guidance: float | None = None, duration: float | None = None):
-        super().__init__(pipe, device=device, dtype=dtype, batch_size=batch_size, steps=steps,
-                         guidance=guidance, duration=duration)
+    def _setup(self, duration_given: bool) -> None:
         from transformers import VitsModel
 
         if isinstance(self.pipe.text_encoder_2, VitsModel):
