@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -127,14 +128,15 @@ def _render_jobs(jobs: list[tuple[dict, int]], duration: float) -> np.ndarray:
 
 
 def _worker_main() -> None:
-    """Entry point of a rendering subprocess: pickled jobs on stdin, pickled mels on stdout."""
+    """Entry point of a rendering subprocess: pickled jobs on stdin, pickled mels written to the
+    file named by the last argument (not stdout: the synthesizer library may print there)."""
     import pickle
     import sys
 
     jobs, duration = pickle.load(sys.stdin.buffer)
     out = _render_jobs(jobs, duration)
-    pickle.dump(out, sys.stdout.buffer, protocol=pickle.HIGHEST_PROTOCOL)
-    sys.stdout.buffer.flush()
+    with open(sys.argv[-1], "wb") as f:
+        pickle.dump(out, f, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def _render_in_subprocesses(jobs: list[tuple[dict, int]], duration: float, n_workers: int,
@@ -157,21 +159,30 @@ def _render_in_subprocesses(jobs: list[tuple[dict, int]], duration: float, n_wor
     parts = [p for p in parts if p]
     results: dict[int, Any] = {}
 
+    tmp = tempfile.TemporaryDirectory(prefix="tada-render-")
+
     def run(k: int) -> None:
-        proc = subprocess.run(
-            [sys.executable, "-c", "from tada.world.dataset import _worker_main; _worker_main()"],
-            input=pickle.dumps(([jobs[i] for i in parts[k]], duration)), capture_output=True, env=env)
-        if proc.returncode != 0:
-            results[k] = RuntimeError(f"render worker failed:\n{proc.stderr.decode(errors='replace')[-2000:]}")
-        else:
-            results[k] = pickle.loads(proc.stdout)
+        target = os.path.join(tmp.name, f"part{k}.pkl")
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-c", "from tada.world.dataset import _worker_main; _worker_main()", target],
+                input=pickle.dumps(([jobs[i] for i in parts[k]], duration)), capture_output=True, env=env)
+            if proc.returncode != 0 or not os.path.exists(target):
+                log = (proc.stdout + proc.stderr).decode(errors="replace")[-2000:]
+                results[k] = RuntimeError(f"render worker {k} failed (exit {proc.returncode}):\n{log}")
+                return
+            with open(target, "rb") as f:
+                results[k] = pickle.load(f)
             bar(len(parts[k]))
+        except Exception as e:  # reported in the caller's thread below
+            results[k] = RuntimeError(f"render worker {k} failed: {e!r}")
 
     threads = [threading.Thread(target=run, args=(k,)) for k in range(len(parts))]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    tmp.cleanup()
     out = np.zeros((len(jobs), n_frames(duration), N_MELS), dtype=np.float16)
     for k, idx in enumerate(parts):
         if isinstance(results.get(k), Exception) or k not in results:
