@@ -87,15 +87,14 @@ def build_dataset(out_dir: Path, n_clips: int, seed: int, duration: float, capti
         log.info("dataset.npz was made with other settings: rendering again")
     from ..world.attributes import sample_attributes
     from ..world.captions import caption
-    from ..world.features import log_mel
-    from ..world.render import Renderer
+    from ..world.dataset import render_mels
 
     t0 = time.time()
-    renderer = Renderer()
     rng = np.random.default_rng(seed)
     attrs = [sample_attributes(rng) for _ in range(n_clips)]
-    mels = np.stack([log_mel(renderer.render(a, seed * 1_000_000 + i, duration=duration))
-                     for i, a in enumerate(attrs)]).astype(np.float16)
+    # rendering is identical in one or several processes; use the cores we have
+    mels = render_mels(attrs, [seed * 1_000_000 + i for i in range(n_clips)], duration,
+                       n_workers=min(4, os.cpu_count() or 1), progress=True).astype(np.float16)
     cap_rng = np.random.default_rng(seed + 7919)
     caps = [[caption(a, cap_rng, split="train") for _ in range(captions_per_clip)] for a in attrs]
     out = {
