@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from tada.embedded.quality import (BOUNDARY_TARGET, CLASSIFIER_TARGET, FLUX_TARGET, SCORER_TARGET,  # noqa: E402
                                    run_quality)
+from tada.io import replace_section  # noqa: E402
 
 SECTION_START = "<!-- bench_embedded:start -->"
 SECTION_END = "<!-- bench_embedded:end -->"
@@ -103,15 +104,7 @@ def format_report(r: dict) -> str:
 
 
 def write_section(text: str, path: Path) -> None:
-    body = path.read_text() if path.exists() else "# Benchmarks\n"
-    block = f"{SECTION_START}\n{text}{SECTION_END}\n"
-    if SECTION_START in body and SECTION_END in body:
-        head, rest = body.split(SECTION_START, 1)
-        _, tail = rest.split(SECTION_END, 1)
-        body = head + block + tail.lstrip("\n")
-    else:
-        body = body.rstrip("\n") + "\n\n" + block
-    path.write_text(body)
+    replace_section(path, SECTION_START, SECTION_END, text)
 
 
 def main() -> None:

@@ -30,6 +30,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tada.io import replace_section  # noqa: E402
 from tada.models import AddVector, Capture, PatchKV  # noqa: E402
 from tada.models.stable_audio import StableAudioModel  # noqa: E402
 from tada.testing.tiny import build_tiny_stable_audio  # noqa: E402
@@ -121,15 +122,7 @@ def render(rows, args, model: StableAudioModel) -> str:
 
 
 def write_section(text: str, path: Path) -> None:
-    body = path.read_text() if path.exists() else "# Benchmarks\n"
-    block = f"{SECTION_START}\n{text}{SECTION_END}\n"
-    if SECTION_START in body and SECTION_END in body:
-        head, rest = body.split(SECTION_START, 1)
-        _, tail = rest.split(SECTION_END, 1)
-        body = head + block + tail.lstrip("\n")
-    else:
-        body = body.rstrip("\n") + "\n\n" + block
-    path.write_text(body)
+    replace_section(path, SECTION_START, SECTION_END, text)
 
 
 def main() -> None:

@@ -71,3 +71,19 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def replace_section(path: str | os.PathLike, start: str, end: str, text: str,
+                    default_head: str = "# Benchmarks\n") -> None:
+    """Replace what lies between the marker lines `start` and `end` of a text file with `text`
+    (markers kept), or append the marked block when the file lacks it; written atomically."""
+    p = Path(path)
+    body = p.read_text() if p.exists() else default_head
+    block = f"{start}\n{text}{end}\n"
+    if start in body and end in body:
+        head, rest = body.split(start, 1)
+        _, tail = rest.split(end, 1)
+        body = head + block + tail.lstrip("\n")
+    else:
+        body = body.rstrip("\n") + "\n\n" + block
+    write_text(p, body)

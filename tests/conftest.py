@@ -69,10 +69,7 @@ def tiny_model(tiny_model_config) -> Callable[[str], Any]:
     return get
 
 
-@pytest.fixture
-def single_thread():
-    """Run a test with one torch thread (tiny models are much faster so on a shared 2-core machine:
-    the intra-op thread pool only adds synchronisation), restoring the setting afterwards."""
+def _one_torch_thread():
     import torch
 
     before = torch.get_num_threads()
@@ -81,3 +78,16 @@ def single_thread():
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.fixture
+def single_thread():
+    """Run a test with one torch thread (tiny models are much faster so on a shared 2-core machine:
+    the intra-op thread pool only adds synchronisation), restoring the setting afterwards."""
+    yield from _one_torch_thread()
+
+
+@pytest.fixture(scope="module")
+def module_single_thread():
+    """`single_thread` for a whole module: ``pytestmark = pytest.mark.usefixtures("module_single_thread")``."""
+    yield from _one_torch_thread()

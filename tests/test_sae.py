@@ -11,13 +11,7 @@ from tada.steering.sae import (BatchTopKSAE, SAEConfig, SAETrainer, evaluate, sh
                                train_layer_sae, train_sae)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matrices: one thread avoids OpenMP waits on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("module_single_thread")
 
 
 def planted(n=3000, d=16, n_atoms=32, k=3, seed=0):

@@ -15,13 +15,7 @@ GEN = {"steps": 4, "guidance": 3.0, "duration": 1.0}
 PROMPT = "a song, with piano"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks: one thread avoids OpenMP waits on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("module_single_thread")
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from tada.config import ROOT
 
@@ -32,13 +31,7 @@ STEPS = 20
 MIN_SPEARMAN = 0.9
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """On a shared CPU one thread is several times faster than two for this small network."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("module_single_thread")
 
 
 def check_rises(name, scores):

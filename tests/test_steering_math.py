@@ -15,13 +15,7 @@ DESC = {"backend": "fake", "layers": ["b.0.attn2", "b.1.attn2", "b.2.attn2"], "w
         "sample_rate": 100}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks: one thread avoids OpenMP waits on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("module_single_thread")
 
 
 def fake_store(means, frames=None, frame_steps=(), widths=(4, 4, 3), shuffle=True, seed=0):

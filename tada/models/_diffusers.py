@@ -144,12 +144,7 @@ class DiffusersModel(SteerableModel):
                  guidance: float | None = None, duration: float | None = None):
         super().__init__(device=device, dtype=dtype, batch_size=batch_size)
         self.pipe = prepare_pipeline(pipe, self.device, self.dtype)
-        if steps is not None:
-            self.default_steps = int(steps)
-        if guidance is not None:
-            self.default_guidance = float(guidance)
-        if duration is not None:
-            self.default_duration = float(duration)
+        self.set_defaults(steps, guidance, duration)
         self._setup(duration_given=duration is not None)
 
     def _setup(self, duration_given: bool) -> None:

@@ -27,7 +27,7 @@ values reproduces the other run.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 

@@ -119,6 +119,16 @@ class SteerableModel(abc.ABC):
         #: CFG branch order of the batch currently being denoised (set during generation)
         self.run_branches: tuple[str, ...] = ("cond",)
 
+    def set_defaults(self, steps: int | None = None, guidance: float | None = None,
+                     duration: float | None = None) -> None:
+        """Override the generation defaults given in config (None keeps the backend's own)."""
+        if steps is not None:
+            self.default_steps = int(steps)
+        if guidance is not None:
+            self.default_guidance = float(guidance)
+        if duration is not None:
+            self.default_duration = float(duration)
+
     # ----- layers -------------------------------------------------------------------------
     @property
     def layers(self) -> list[CrossAttentionLayer]:

@@ -47,11 +47,7 @@ class EmbeddedModel(SteerableModel):
         self.sample_rate = int(self.config.sample_rate)
         self.text_length = int(text_length or self.config.text_length)
         self.path = None if path is None else Path(path)
-        if steps is not None:
-            self.default_steps = int(steps)
-        if guidance is not None:
-            self.default_guidance = float(guidance)
-        self.default_duration = float(duration) if duration is not None else float(self.config.duration)
+        self.set_defaults(steps, guidance, self.config.duration if duration is None else duration)
         self._uncond_cache: dict[int, torch.Tensor] = {}
 
     # ----- construction ---------------------------------------------------------------------

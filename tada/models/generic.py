@@ -134,12 +134,7 @@ class GenericModel(SteerableModel):
         self._marker = _StepMarker()
         self.text_outside_cross_attention = bool(text_outside_cross_attention)
         self.sample_rate = int(sample_rate or 0)
-        if steps is not None:
-            self.default_steps = int(steps)
-        if guidance is not None:
-            self.default_guidance = float(guidance)
-        if duration is not None:
-            self.default_duration = float(duration)
+        self.set_defaults(steps, guidance, duration)
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any], key: str = "model") -> "GenericModel":

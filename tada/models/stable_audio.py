@@ -21,7 +21,7 @@ generators are handed to the pipeline, so stochastic schedulers (the checkpoint'
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 

@@ -3,8 +3,6 @@ environment (its torchaudio dependency fails with torch 2.13 CPU)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from .base import Clips, Scorer

@@ -33,7 +33,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import os
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 
