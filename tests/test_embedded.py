@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tada.embedded.model import (EmbeddedConfig, EmbeddedTransformer, TextEncoder, euler_sample, load_network,
-                                 save_network)
+                                 save_network, shift_time, timesteps)
 from tada.models import AddVector, Ablate, Capture, PatchKV, SwapCondition, load_model
 from tada.models.embedded import EmbeddedModel
 
@@ -220,6 +220,17 @@ def test_euler_sample_is_deterministic():
     a = euler_sample(net, cond, uncond, noise, 4, 3.0)
     b = euler_sample(net, cond, uncond, noise, 4, 3.0)
     assert torch.equal(a, b) and a.shape == noise.shape
+
+
+def test_time_shift_keeps_ends_and_moves_steps_to_high_noise():
+    t = torch.linspace(0, 1, 11)
+    assert torch.equal(shift_time(t, 1.0), t)
+    s = shift_time(t, 3.0)
+    assert s[0] == 0 and s[-1] == 1 and bool((s[1:] > s[:-1]).all()) and bool((s[1:-1] > t[1:-1]).all())
+    assert float(shift_time(torch.tensor(0.5), 3.0)) == pytest.approx(0.75)  # 3 * 0.5 / (1 + 2 * 0.5)
+    grid = timesteps(4, shift=3.0)
+    assert grid[0] == 1 and grid[-1] == 0 and bool((grid[:-1] > grid[1:]).all())
+    assert float(grid[1]) == pytest.approx(3 * 0.75 / (1 + 2 * 0.75))
 
 
 # ----- config -----------------------------------------------------------------------------

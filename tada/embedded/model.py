@@ -49,6 +49,9 @@ class EmbeddedConfig:
     sample_rate: int = 16000
     cfg_dropout: float = 0.1
     unconditional: str = "empty_prompt"
+    #: timestep shift s (t -> s t / (1 + (s - 1) t)) of training times and the sampling grid;
+    #: s > 1 spends more of both on high noise, where the layout of a clip is decided
+    time_shift: float = 1.0
     #: the network works on (mel - mel_shift) / mel_scale; generated frames are mapped back
     mel_shift: float = 0.0
     mel_scale: float = 1.0
@@ -278,21 +281,26 @@ def count_parameters(net: nn.Module) -> int:
 # --------------------------------------------------------------------------------------------
 # sampling
 # --------------------------------------------------------------------------------------------
-def timesteps(steps: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """The Euler grid from t = 1 (noise) to t = 0 (data), ``steps + 1`` points."""
-    return torch.linspace(1.0, 0.0, int(steps) + 1, device=device)
+def shift_time(t: torch.Tensor, shift: float = 1.0) -> torch.Tensor:
+    """Map t in [0, 1] to ``s t / (1 + (s - 1) t)`` (identity for s = 1; 0 and 1 stay fixed)."""
+    return t if shift == 1.0 else shift * t / (1.0 + (shift - 1.0) * t)
+
+
+def timesteps(steps: int, device: torch.device | str = "cpu", shift: float = 1.0) -> torch.Tensor:
+    """The Euler grid from t = 1 (noise) to t = 0 (data), ``steps + 1`` points, shifted by `shift`."""
+    return shift_time(torch.linspace(1.0, 0.0, int(steps) + 1, device=device), float(shift))
 
 
 @torch.no_grad()
 def euler_sample(net: nn.Module, cond: torch.Tensor, uncond: torch.Tensor | None, noise: torch.Tensor,
-                 steps: int, guidance: float) -> torch.Tensor:
+                 steps: int, guidance: float, shift: float = 1.0) -> torch.Tensor:
     """Integrate the flow from `noise` with classifier-free guidance.
 
     With guidance > 1 the denoiser is called once per step on the batch
     ``[uncond rows; cond rows]`` (branch order ("uncond", "cond")); otherwise on the cond rows.
     """
     x = noise
-    grid = timesteps(steps, noise.device)
+    grid = timesteps(steps, noise.device, shift)
     b = x.shape[0]
     use_cfg = guidance > 1.0
     text = torch.cat([uncond.expand(b, -1, -1) if uncond.shape[0] == 1 else uncond, cond]) if use_cfg else cond

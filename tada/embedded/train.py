@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from ..io import atomic_path
 from .model import (EmbeddedConfig, EmbeddedTransformer, TextEncoder, count_parameters, euler_sample,
-                    save_network)
+                    save_network, shift_time)
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +203,7 @@ def evaluate(net: EmbeddedTransformer, encoder: TextEncoder, prompts: list[str],
     uncond = encoder.encode([""], cfg.text_length)
     g = torch.Generator().manual_seed(1234)
     noise = torch.randn(len(prompts), cfg.frames, cfg.n_mels, generator=g)
-    mels = cfg.from_network(euler_sample(net.eval(), cond, uncond, noise, steps, guidance).float()).numpy()
+    mels = cfg.from_network(euler_sample(net.eval(), cond, uncond, noise, steps, guidance, cfg.time_shift).float()).numpy()
     rates = onset_rates(mels)
     tempo = np.array([a["tempo"] for a in attrs])
     out: dict[str, Any] = {
@@ -362,7 +362,7 @@ def train_from_config(cfg: dict[str, Any], out_dir: str | os.PathLike) -> Path:
         x0 = mcfg.to_network(mels[idx])
         text = states_t[text_idx].float()
         noise = torch.randn(x0.shape, generator=g)
-        t = torch.sigmoid(torch.randn(bs, generator=g))
+        t = shift_time(torch.sigmoid(torch.randn(bs, generator=g)), mcfg.time_shift)
         xt = (1 - t[:, None, None]) * x0 + t[:, None, None] * noise
         target = noise - x0
         t_step = threads.start(step)

@@ -120,7 +120,7 @@ class EmbeddedModel(SteerableModel):
         uncond = self.encode_prompts(negatives, negative=True, text_length=text_length)
         frames = self.frames_for(duration)
         noise = seeded_noise(seeds, (frames, self.config.n_mels), self.device, self.dtype)
-        mels = euler_sample(self.network, cond, uncond, noise, steps, guidance)
+        mels = euler_sample(self.network, cond, uncond, noise, steps, guidance, self.config.time_shift)
         n_keep = int(round(duration * self.config.frames_per_second))
         features = self.config.from_network(mels[:, :n_keep].float()).cpu().numpy()
         return Generation(None, self.sample_rate, prompts, seeds, features=features, decode=_vocode,
