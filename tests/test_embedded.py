@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tada.embedded.model import (EmbeddedConfig, EmbeddedTransformer, TextEncoder, euler_sample, load_network,
-                                 save_network, shift_time, timesteps)
+                                 median_over_time, save_network, shift_time, timesteps)
 from tada.models import AddVector, Ablate, Capture, PatchKV, SwapCondition, load_model
 from tada.models.embedded import EmbeddedModel
 
@@ -220,6 +220,20 @@ def test_euler_sample_is_deterministic():
     a = euler_sample(net, cond, uncond, noise, 4, 3.0)
     b = euler_sample(net, cond, uncond, noise, 4, 3.0)
     assert torch.equal(a, b) and a.shape == noise.shape
+
+
+def test_output_median_removes_flicker_and_keeps_onsets():
+    step = torch.zeros(1, 12, 2)
+    step[:, 6:] = 1.0  # a note onset at frame 6
+    flicker = step.clone()
+    flicker[:, 2] = 1.0  # a one-frame spike
+    assert torch.equal(median_over_time(step, 3), step)
+    assert torch.equal(median_over_time(flicker, 3), step)
+    assert torch.equal(median_over_time(flicker, 1), flicker)
+    with pytest.raises(ValueError, match="odd"):
+        median_over_time(step, 4)
+    cfg = EmbeddedConfig(output_median=3)
+    assert torch.equal(cfg.from_network(flicker), cfg.from_network(step))
 
 
 def test_time_shift_keeps_ends_and_moves_steps_to_high_noise():

@@ -52,6 +52,10 @@ class EmbeddedConfig:
     #: timestep shift s (t -> s t / (1 + (s - 1) t)) of training times and the sampling grid;
     #: s > 1 spends more of both on high noise, where the layout of a clip is decided
     time_shift: float = 1.0
+    #: decoder smoothing: running median over this many frames along time applied to generated
+    #: log-mels (1 = off). An odd window of 3 removes single-frame flicker left by the sampler
+    #: while keeping note onsets (a median keeps steps), see docs/embedded.md
+    output_median: int = 1
     #: the network works on (mel - mel_shift) / mel_scale; generated frames are mapped back
     mel_shift: float = 0.0
     mel_scale: float = 1.0
@@ -70,12 +74,27 @@ class EmbeddedConfig:
         return (mels - self.mel_shift) / self.mel_scale
 
     def from_network(self, x: torch.Tensor) -> torch.Tensor:
-        return (x * self.mel_scale + self.mel_shift).clamp(self.mel_min, self.mel_max)
+        """Network output ``(B, frames, n_mels)`` to log-mels: unscale, clip, median-smooth."""
+        mel = (x * self.mel_scale + self.mel_shift).clamp(self.mel_min, self.mel_max)
+        return median_over_time(mel, self.output_median)
 
     @property
     def frames(self) -> int:
         """Frames of a clip of the default duration."""
         return frames_for(self.duration, self.frames_per_second, self.frames_per_token)
+
+
+def median_over_time(x: torch.Tensor, window: int) -> torch.Tensor:
+    """Running median of ``(B, frames, bands)`` along frames over an odd `window`, edges
+    replicated (window 1 returns `x` unchanged)."""
+    window = int(window)
+    if window <= 1:
+        return x
+    if window % 2 == 0:
+        raise ValueError(f"output_median must be odd, got {window}")
+    pad = window // 2
+    xp = F.pad(x.transpose(1, 2), (pad, pad), mode="replicate")
+    return xp.unfold(-1, window, 1).median(dim=-1).values.transpose(1, 2).contiguous()
 
 
 def frames_for(duration: float, fps: float, frames_per_token: int = 1) -> int:
