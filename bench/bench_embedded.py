@@ -68,6 +68,10 @@ def format_report(r: dict) -> str:
                      f"<= {FLUX_TARGET}x ({_mark(r['flux_ratio_training_clips'] <= FLUX_TARGET)}) |")
     lines.append(f"| flux at token boundaries / inside tokens ({r['frames_per_token']} frames per token) | "
                  f"{r['boundary_flux_ratio']:.2f}x | <= {BOUNDARY_TARGET}x ({_mark(r['boundary_flux_ratio'] <= BOUNDARY_TARGET)}) |")
+    if "flux_ratio_unsmoothed" in r:
+        lines.append(f"| the same without the decoder's {r['output_median']}-frame median (first concept's generations): "
+                     f"flux / rendered, boundary / inside | {r['flux_ratio_unsmoothed']:.2f}x, "
+                     f"{r['boundary_flux_ratio_unsmoothed']:.2f}x | reference |")
     if "onsets_per_s_fast" in t:
         lines.append(f"| onsets/s, generated fast / slow | {t['onsets_per_s_fast']:.2f} / {t['onsets_per_s_slow']:.2f} | "
                      f"rendered {t['rendered_onsets_per_s_fast']:.2f} / {t['rendered_onsets_per_s_slow']:.2f} |")
@@ -89,12 +93,8 @@ def format_report(r: dict) -> str:
         lines.append(f"Figure: `{Path(r['figure']).relative_to(ROOT) if Path(r['figure']).is_absolute() else r['figure']}` "
                      "(rendered clips on top, generations from their held-out captions below).")
         lines.append("")
-    lines.append("Notes: the world renderer, descriptors and classifiers changed while the model trained; the model "
-                 "learned the world stored in `results/embedded/train/dataset.npz`, the classifiers in "
-                 "`data/embedded_classifiers/` are fitted on that dataset, and the reference and held-out clips above "
-                 "are rendered with the current renderer (see docs/embedded.md, \"Current state\"). "
-                 "Concepts move in the right direction for most pairs (`paired`) but rarely far enough to flip the "
-                 "classifier; tempo does not move at all.")
+    if r.get("notes"):
+        lines.append("Notes: " + r["notes"])
     lines.append("")
     lines.append(f"_Measured {dt.date.today().isoformat()} on {platform.machine()}, torch "
                  f"{torch.__version__}, {torch.get_num_threads()} thread(s), on a CPU shared with other jobs "
@@ -112,12 +112,13 @@ def main() -> None:
     parser.add_argument("--model", default=str(ROOT / "data" / "embedded_model"))
     parser.add_argument("--out", default=str(ROOT / "results" / "embedded" / "quality"))
     parser.add_argument("--pairs", type=int, default=12)
-    parser.add_argument("--dataset", default=str(ROOT / "results" / "embedded" / "train" / "dataset.npz"),
+    parser.add_argument("--dataset", default=str(ROOT / "results" / "embedded" / "train2" / "dataset.npz"),
                         help="the training run's dataset.npz (flux against the model's own world version)")
     parser.add_argument("--guidance", type=float, default=None)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
     parser.add_argument("--from-json", default=None, help="format an existing quality.json instead of measuring")
+    parser.add_argument("--notes", default=None, help="a sentence or two added under the tables")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.from_json:
@@ -127,6 +128,8 @@ def main() -> None:
                              figure=ROOT / "docs" / "figures" / "generated_vs_rendered.png",
                              training_dataset=args.dataset,
                              progress=lambda m: print(f"... {m}", flush=True))
+    if args.notes:
+        result["notes"] = args.notes
     text = format_report(result)
     print(text)
     if not args.no_write:

@@ -291,6 +291,19 @@ def run_quality(model_dir: str | Path, out_dir: str | Path, *, classifiers_dir: 
         result["flux_training_clips"] = spectral_flux(train_mels)
         result["flux_ratio_training_clips"] = result["flux_generated"] / result["flux_training_clips"]
     result["boundary_flux_ratio"] = boundary_flux_ratio(gen, model.config.frames_per_token)
+    result["output_median"] = int(model.config.output_median)
+    if model.config.output_median > 1:
+        # the same generations of the first concept without the decoder's median smoothing
+        say("unsmoothed reference")
+        window, model.config.output_median = model.config.output_median, 1
+        try:
+            pos_p, neg_p, _, _ = concept_prompts(QUALITY_CONCEPTS[0], n_pairs, seed)
+            seeds0 = [seed + i for i in range(len(pos_p))] * 2
+            raw = generate_mels(model, pos_p + neg_p, seeds0, guidance=guidance)
+        finally:
+            model.config.output_median = window
+        result["flux_ratio_unsmoothed"] = spectral_flux(raw) / result["flux_rendered"]
+        result["boundary_flux_ratio_unsmoothed"] = boundary_flux_ratio(raw, model.config.frames_per_token)
     result["frames_per_token"] = model.config.frames_per_token
     # the scorers on held-out rendered clips
     clap_path = Path(clap_dir or root / "data" / "embedded_clap")
