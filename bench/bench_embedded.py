@@ -47,12 +47,15 @@ def format_report(r: dict) -> str:
                  "caption pairs per concept (pair members share the noise seed).")
     lines.append("")
     lines.append(f"Per-concept classifier accuracy on generations (target >= {CLASSIFIER_TARGET:.0%}); "
-                 "`paired` = fraction of pairs where the prompt with the concept scores higher:")
+                 "`paired` = fraction of pairs where the prompt with the concept scores higher; `AUC` = chance "
+                 "that any generation with the concept outscores any without it (the classifier's threshold "
+                 "aside):")
     lines.append("")
-    lines.append("| concept | accuracy | paired | bar | example prompt with the concept |")
-    lines.append("|---|---|---|---|---|")
+    lines.append("| concept | accuracy | paired | AUC | bar | example prompt with the concept |")
+    lines.append("|---|---|---|---|---|---|")
     for name, e in r["concepts"].items():
-        lines.append(f"| {name} | {e['accuracy']:.0%} | {e['paired_accuracy']:.0%} | {_mark(e['meets_bar'])} | "
+        auc = f"{e['auc']:.2f}" if "auc" in e else "-"
+        lines.append(f"| {name} | {e['accuracy']:.0%} | {e['paired_accuracy']:.0%} | {auc} | {_mark(e['meets_bar'])} | "
                      f"{e['example_positive']} |")
     lines.append("")
     below = r.get("below_bar") or []

@@ -268,7 +268,10 @@ def run_quality(model_dir: str | Path, out_dir: str | Path, *, classifiers_dir: 
         truth = np.r_[np.ones(len(pos_p)), np.zeros(len(neg_p))]
         acc = float(((score > 0.5) == truth).mean())
         paired = float(np.mean(score[:len(pos_p)] > score[len(pos_p):]))
-        entry = {"accuracy": acc, "paired_accuracy": paired, "meets_bar": acc >= CLASSIFIER_TARGET,
+        # Mann-Whitney AUC: chance that a generation with the concept outscores one without it
+        sp, sn = score[:len(pos_p)][:, None], score[len(pos_p):][None, :]
+        auc = float(np.mean((sp > sn) + 0.5 * (sp == sn)))
+        entry = {"accuracy": acc, "paired_accuracy": paired, "auc": auc, "meets_bar": acc >= CLASSIFIER_TARGET,
                  "example_positive": pos_p[0], "example_negative": neg_p[0]}
         if concept.name == "tempo":
             rates = onset_rates(mels)
