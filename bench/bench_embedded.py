@@ -49,14 +49,18 @@ def format_report(r: dict) -> str:
     lines.append(f"Per-concept classifier accuracy on generations (target >= {CLASSIFIER_TARGET:.0%}); "
                  "`paired` = fraction of pairs where the prompt with the concept scores higher; `AUC` = chance "
                  "that any generation with the concept outscores any without it (the classifier's threshold "
-                 "aside):")
+                 "aside). The bar is measured on held-out templates with held-out words; the training-words columns "
+                 "fill the same templates with training words, to separate new phrasing from new words:")
     lines.append("")
-    lines.append("| concept | accuracy | paired | AUC | bar | example prompt with the concept |")
-    lines.append("|---|---|---|---|---|---|")
+    lines.append("| concept | accuracy | paired | AUC | bar | training words: accuracy / paired / AUC "
+                 "| example prompt with the concept |")
+    lines.append("|---|---|---|---|---|---|---|")
     for name, e in r["concepts"].items():
         auc = f"{e['auc']:.2f}" if "auc" in e else "-"
+        tw = (f"{e['accuracy_train_words']:.0%} / {e['paired_train_words']:.0%} / {e['auc_train_words']:.2f}"
+              if "accuracy_train_words" in e else "-")
         lines.append(f"| {name} | {e['accuracy']:.0%} | {e['paired_accuracy']:.0%} | {auc} | {_mark(e['meets_bar'])} | "
-                     f"{e['example_positive']} |")
+                     f"{tw} | {e['example_positive']} |")
     lines.append("")
     below = r.get("below_bar") or []
     lines.append(f"Below the bar: {', '.join(below) if below else 'none'}.")

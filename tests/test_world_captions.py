@@ -134,3 +134,17 @@ def test_musiccaps_csv(tmp_path):
     assert all(isinstance(c, str) and len(c) > 20 for c in df["caption"])
     again = pd.read_csv(write_musiccaps_csv(tmp_path / "again.csv", n=40, seed=3))
     assert df.equals(again)
+
+
+def test_heldout_templates_with_training_words():
+    from tada.world.attributes import ClipAttributes
+
+    a = ClipAttributes(lead="violin", tempo="fast", mood="sad", vocal="none", vocal_style="none",
+                       genre="rock", drums=False, maracas=False)
+    for seed in range(40):
+        held = caption(a, np.random.default_rng(seed), "heldout")
+        mixed = caption(a, np.random.default_rng(seed), "heldout", words="train")
+        assert "fiddle" in held.lower() and "fiddle" not in mixed.lower()
+        assert "violin" in mixed.lower() and "violin" not in held.lower()
+    with pytest.raises(ValueError, match="words"):
+        caption(a, np.random.default_rng(0), "heldout", words="test")

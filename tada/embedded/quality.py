@@ -138,8 +138,11 @@ QUALITY_CONCEPTS: tuple[QualityConcept, ...] = (
 )
 
 
-def concept_prompts(concept: QualityConcept, n_pairs: int, seed: int) -> tuple[list[str], list[str], list[Any], list[Any]]:
+def concept_prompts(concept: QualityConcept, n_pairs: int, seed: int, words: str = "heldout"
+                    ) -> tuple[list[str], list[str], list[Any], list[Any]]:
     """`n_pairs` held-out captions with and without the concept (same template and other words).
+
+    `words="train"` keeps the held-out templates but takes the concept words from training.
 
     Returns (positive prompts, negative prompts, positive attributes, negative attributes).
     """
@@ -159,8 +162,8 @@ def concept_prompts(concept: QualityConcept, n_pairs: int, seed: int) -> tuple[l
         a_pos = base.replace(**{concept.attribute: concept.pos})
         a_neg = base.replace(**{concept.attribute: neg_value})
         cap_seed = int(rng.integers(2**31))
-        c_pos = caption(a_pos, np.random.default_rng(cap_seed), split="heldout")
-        c_neg = caption(a_neg, np.random.default_rng(cap_seed), split="heldout")
+        c_pos = caption(a_pos, np.random.default_rng(cap_seed), split="heldout", words=words)
+        c_neg = caption(a_neg, np.random.default_rng(cap_seed), split="heldout", words=words)
         if concept.attribute in ("drums", "maracas"):
             if c_pos == c_neg:
                 continue
@@ -171,6 +174,20 @@ def concept_prompts(concept: QualityConcept, n_pairs: int, seed: int) -> tuple[l
         pos_a.append(a_pos)
         neg_a.append(a_neg)
     return pos_p, neg_p, pos_a, neg_a
+
+
+def _separation(classifiers: Any, mels: np.ndarray, concept: QualityConcept, n_pos: int
+                ) -> tuple[float, float, float]:
+    """(accuracy at the classifier's 0.5 threshold, paired accuracy, AUC) of generations whose
+    first `n_pos` rows were prompted with the concept and the rest (paired in order) without."""
+    score = concept_score(classifiers, classifiers.features(mels), concept)
+    truth = np.r_[np.ones(n_pos), np.zeros(len(score) - n_pos)]
+    acc = float(((score > 0.5) == truth).mean())
+    paired = float(np.mean(score[:n_pos] > score[n_pos:]))
+    # Mann-Whitney AUC: chance that a generation with the concept outscores one without it
+    sp, sn = score[:n_pos][:, None], score[n_pos:][None, :]
+    auc = float(np.mean((sp > sn) + 0.5 * (sp == sn)))
+    return acc, paired, auc
 
 
 def concept_score(classifiers: Any, feats: np.ndarray, concept: QualityConcept) -> np.ndarray:
@@ -217,8 +234,11 @@ def run_quality(model_dir: str | Path, out_dir: str | Path, *, classifiers_dir: 
                 clap_dir: str | Path | None = None, n_pairs: int = 12, guidance: float | None = None,
                 seed: int = 2024, rendered_clips: int = 96, figure: str | Path | None = None,
                 concepts: Sequence[str] | None = None, progress: Callable[[str], None] | None = None,
-                training_dataset: str | Path | None = None) -> dict[str, Any]:
+                training_dataset: str | Path | None = None, train_words: bool = True) -> dict[str, Any]:
     """Measure the quality bar of the model in `model_dir`; writes ``quality.json`` to `out_dir`.
+
+    With `train_words` every concept is measured a second time on the same held-out templates
+    filled with training words (``accuracy_train_words`` ...), a diagnostic beside the bar.
 
     `training_dataset` (the run's ``dataset.npz``) adds the flux ratio against clips of the
     world version the model was trained on (the renderer may have changed since).
@@ -263,16 +283,15 @@ def run_quality(model_dir: str | Path, out_dir: str | Path, *, classifiers_dir: 
         pos_p, neg_p, _, _ = concept_prompts(concept, n_pairs, seed + 100 * k)
         pair_seeds = [seed + 1000 * k + i for i in range(len(pos_p))]  # pair members share noise
         mels = generate_mels(model, pos_p + neg_p, pair_seeds * 2, guidance=guidance)
-        feats = classifiers.features(mels)
-        score = concept_score(classifiers, feats, concept)
-        truth = np.r_[np.ones(len(pos_p)), np.zeros(len(neg_p))]
-        acc = float(((score > 0.5) == truth).mean())
-        paired = float(np.mean(score[:len(pos_p)] > score[len(pos_p):]))
-        # Mann-Whitney AUC: chance that a generation with the concept outscores one without it
-        sp, sn = score[:len(pos_p)][:, None], score[len(pos_p):][None, :]
-        auc = float(np.mean((sp > sn) + 0.5 * (sp == sn)))
+        acc, paired, auc = _separation(classifiers, mels, concept, len(pos_p))
         entry = {"accuracy": acc, "paired_accuracy": paired, "auc": auc, "meets_bar": acc >= CLASSIFIER_TARGET,
                  "example_positive": pos_p[0], "example_negative": neg_p[0]}
+        if train_words:
+            # the same held-out templates with the training words: which novelty costs accuracy
+            tp, tn, _, _ = concept_prompts(concept, n_pairs, seed + 100 * k, words="train")
+            tm = generate_mels(model, tp + tn, pair_seeds * 2, guidance=guidance)
+            entry["accuracy_train_words"], entry["paired_train_words"], entry["auc_train_words"] = \
+                _separation(classifiers, tm, concept, len(tp))
         if concept.name == "tempo":
             rates = onset_rates(mels)
             entry["onsets_per_s_fast"] = float(rates[:len(pos_p)].mean())

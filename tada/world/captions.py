@@ -241,11 +241,17 @@ def _pick(rng: np.random.Generator, options: tuple[str, ...]) -> str:
     return options[int(rng.integers(len(options)))]
 
 
-def caption(attrs: ClipAttributes, rng: np.random.Generator, split: str = "train") -> str:
-    """One caption of a clip with these attributes, in the phrasing of `split`."""
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    w = _W[split]
+def caption(attrs: ClipAttributes, rng: np.random.Generator, split: str = "train", words: str | None = None) -> str:
+    """One caption of a clip with these attributes, in the phrasing of `split`.
+
+    `words` takes the concept words (synonyms) from another split than the templates, e.g.
+    held-out templates with training words, to tell the two kinds of novelty apart.
+    """
+    words = split if words is None else words
+    for name, value in (("split", split), ("words", words)):
+        if value not in SPLITS:
+            raise ValueError(f"{name} must be one of {SPLITS}, got {value!r}")
+    w = _W[words]
     template = _pick(rng, TEMPLATES[split])
     keep = {k: rng.random() >= p for k, p in OMIT.items()}
     slots: dict[str, str | None] = {
@@ -269,8 +275,8 @@ def caption(attrs: ClipAttributes, rng: np.random.Generator, split: str = "train
     else:
         gw = _pick(rng, w["vocal"][attrs.vocal])
         pattern = _pick(rng, w["vocal_style"][attrs.vocal_style])
-        slots["vocal"] = pattern.format(adj=_GENDER_ADJ[split][attrs.vocal][gw],
-                                        noun=_GENDER_NOUN[split][attrs.vocal][gw])
+        slots["vocal"] = pattern.format(adj=_GENDER_ADJ[words][attrs.vocal][gw],
+                                        noun=_GENDER_NOUN[words][attrs.vocal][gw])
     text = _fill(template, slots)
     if attrs.vocal == "none" and slots["inst"] and slots["inst"] not in text:
         text = f"{text} {slots['inst']}"
