@@ -2,6 +2,9 @@
 # versioned in data/embedded_model/ and read from there. Retrain with
 #   snakemake --cores all train_embedded
 # then copy results/embedded/train/model/ over data/embedded_model/ to adopt the new weights.
+# The settings are tada.embedded.train.DEFAULTS (those of the shipped weights); training stops
+# after 60 minutes, so a slower or faster machine ends at another step: add
+# `--config embedded_train_steps=6790` to stop at the shipped weights' step instead.
 
 
 rule train_embedded:
@@ -12,6 +15,7 @@ rule train_embedded:
         "logs/embedded/train_embedded.log",
     params:
         seed=0,
+        steps=config.get("embedded_train_steps"),
     threads: THREADS
     resources:
         gpu=0,

@@ -5,4 +5,7 @@ from pathlib import Path
 from tada.embedded.train import train_from_config
 
 logging.basicConfig(filename=snakemake.log[0], level=logging.INFO)
-train_from_config({"seed": snakemake.params.seed}, Path(snakemake.output.weights).parent)
+settings = {"seed": snakemake.params.seed}
+if snakemake.params.steps:
+    settings.update(steps=int(snakemake.params.steps), minutes=None)
+train_from_config(settings, Path(snakemake.output.weights).parent)

@@ -42,13 +42,13 @@ log = logging.getLogger(__name__)
 #: defaults of the training run (``cfg`` keys override them)
 DEFAULTS: dict[str, Any] = {
     "seed": 0,
-    "n_clips": 3200,
+    "n_clips": 6000,
     "captions_per_clip": 3,
     "duration": 4.0,
     "steps": 100000,
-    "minutes": 55,
+    "minutes": 60,
     "batch_size": 32,
-    "lr": 5e-4,
+    "lr": 8e-4,
     "weight_decay": 0.01,
     "warmup": 200,
     "ema": 0.999,
@@ -60,7 +60,8 @@ DEFAULTS: dict[str, Any] = {
     "eval_steps": 30,
     "eval_classifiers": True,
     "classifiers": str(Path(__file__).resolve().parents[2] / "data" / "embedded_classifiers"),
-    "model": {},
+    #: network settings over EmbeddedConfig's defaults (the shipped model smooths its output)
+    "model": {"output_median": 3},
 }
 
 
