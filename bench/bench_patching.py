@@ -28,6 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tada.io import replace_subsection  # noqa: E402
 from tada.localize import localize_concept, pair_text_length  # noqa: E402
 from tada.models.embedded import EmbeddedModel  # noqa: E402
 from tada.models.interventions import Capture, PatchKV  # noqa: E402
@@ -129,23 +130,7 @@ def main() -> None:
 
 def write_section(title: str, lines: list[str]) -> None:
     """Replace (or add) the `title` block inside the "## Localization" section of BENCHMARKS.md."""
-    path = ROOT / "BENCHMARKS.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if "## Localization" not in text:
-        text = text.rstrip("\n") + "\n\n## Localization\n"
-    start = text.index("## Localization")
-    end = text.find("\n## ", start + 1)
-    end = len(text) if end < 0 else end + 1
-    section = text[start:end].rstrip("\n") + "\n"
-    block = title + "\n" + "\n".join(lines) + "\n"
-    if title in section:
-        i = section.index(title)
-        j = section.find("\n### ", i + 1)
-        section = section[:i] + block + ("" if j < 0 else "\n" + section[j + 1:])
-    else:
-        section += "\n" + block
-    rest = text[end:]
-    path.write_text(text[:start] + section + ("\n" + rest if rest else ""))
+    replace_subsection(ROOT / "BENCHMARKS.md", "## Localization", title, lines)
 
 
 if __name__ == "__main__":

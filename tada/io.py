@@ -87,3 +87,26 @@ def replace_section(path: str | os.PathLike, start: str, end: str, text: str,
     else:
         body = body.rstrip("\n") + "\n\n" + block
     write_text(p, body)
+
+
+def replace_subsection(path: str | os.PathLike, section: str, title: str, lines: list[str],
+                       default_head: str = "# Benchmarks\n") -> None:
+    """Replace (or add) the block headed `title` (a ``### `` line) inside the ``## `` `section`
+    of a Markdown file, adding the section when missing; written atomically."""
+    p = Path(path)
+    text = p.read_text() if p.exists() else default_head
+    if section not in text:
+        text = text.rstrip("\n") + f"\n\n{section}\n"
+    start = text.index(section)
+    end = text.find("\n## ", start + 1)
+    end = len(text) if end < 0 else end + 1
+    body = text[start:end].rstrip("\n") + "\n"
+    block = title + "\n" + "\n".join(lines) + "\n"
+    if title in body:
+        i = body.index(title)
+        j = body.find("\n### ", i + 1)
+        body = body[:i] + block + ("" if j < 0 else "\n" + body[j + 1:])
+    else:
+        body += "\n" + block
+    rest = text[end:]
+    write_text(p, text[:start] + body + ("\n" + rest if rest else ""))
