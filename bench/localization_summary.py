@@ -56,6 +56,9 @@ def summarize(directory: Path, note: str | None = None) -> list[str]:
     worst = min(summaries.items(), key=lambda kv: kv[1]["min_layer_impact"])
     lines.append(f"- min layer impact (mean across concepts): {plan['min_layer_impact']:.3f}; min per concept: "
                  f"{worst[1]['min_layer_impact']:.2f} ({worst[0]}).")
+    near_zero = [i for i in sorted(scores) if abs(scores[i]) < 0.05]
+    lines.append(f"- layers whose mean impact is about 0 (|impact| < 0.05): "
+                 f"{', '.join(str(i) for i in near_zero) if near_zero else 'none'}.")
     skipped = {c: n for c, n in plan["n_skipped"].items() if n}
     lines.append(f"- denominator guard (`min_denominator` {any_s['min_denominator']}): "
                  f"{sum(skipped.values())} of {units} units skipped"
