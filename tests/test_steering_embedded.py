@@ -1,8 +1,9 @@
 """Steering the trained embedded model with CAA vectors built from a small contrastive cache.
 
 Checks: α = 0 is bit-identical to unsteered generation; for tempo the onset rate rises with α
-(Spearman ≥ 0.9 averaged over prompts) over the calibrated range; for piano the classifiers'
-piano presence rises with α over its calibrated range.
+(Spearman ≥ 0.9 averaged over prompts) over the calibrated range, and so does the world tempo
+classifier's P(fast); for piano the classifiers' piano presence rises with α over its
+calibrated range.
 
 Calibration follows the reference protocol in miniature: the α range is cut where the steered
 clip moves further from the unsteered one than rewriting the prompt does (the largest distortion
@@ -67,13 +68,12 @@ def calibrated(model, concept_id, mels):
     return list(range(lo, hi + 1))
 
 
-def check_rises(name, scores, keep=None):
+def check_rises(name, scores, keep=None, known_failure=False):
     """Assert the score rises with α (mean Spearman >= MIN_SPEARMAN and end points ordered)
     over the α indices `keep` (all by default; at least three α values).
 
-    When the trained model fails it, the test is reported as xfail with the measured numbers:
-    the check measures the embedded model as much as the steering code (whose exactness is
-    covered by the α = 0 and diffusers tests).
+    With `known_failure` a failure is reported as xfail with the measured numbers (for a check
+    the current embedded model is known to miss, see docs/embedded.md); otherwise it fails.
     """
     keep = list(range(len(ALPHAS))) if keep is None else list(keep)
     assert len(keep) >= 3, f"calibrated range too narrow: {[ALPHAS[i] for i in keep]}"
@@ -84,6 +84,9 @@ def check_rises(name, scores, keep=None):
     print(f"\n{name} per prompt x alpha {alphas}:\n{table}\nspearman {np.round(rho, 3)} "
           f"mean {np.nanmean(rho):.3f}")
     ok = np.nanmean(rho) >= MIN_SPEARMAN and np.mean(scores[:, -1]) > np.mean(scores[:, 0])
+    if not ok and not known_failure:
+        pytest.fail(f"{name} does not rise with alpha: mean Spearman {np.nanmean(rho):.2f} < {MIN_SPEARMAN}; "
+                    f"per-alpha means {np.round(np.mean(scores, axis=0), 3).tolist()}")
     if not ok:
         pytest.xfail(f"{name} does not rise monotonically with alpha on this embedded model: mean "
                      f"Spearman {np.nanmean(rho):.2f} < {MIN_SPEARMAN}; per-alpha means "
@@ -141,13 +144,34 @@ def test_alpha_zero_is_bit_identical(model, tempo_vector):
     assert np.array_equal(plain, zero)
 
 
-def test_tempo_onset_rate_rises_with_alpha(model, tempo_vector):
+@pytest.fixture(scope="module")
+def tempo_sweep(model, tempo_vector):
+    """The tempo sweep's log-mels and its calibrated α indices (shared by the tempo checks)."""
+    mels = sweep(model, tempo_vector)
+    return mels, calibrated(model, "tempo", mels)
+
+
+def test_tempo_onset_rate_rises_with_alpha(tempo_sweep):
     from tada.scorers.descriptors import onset_rate
 
-    mels = sweep(model, tempo_vector)
+    mels, keep = tempo_sweep
     rates = np.array([[[onset_rate(m, from_mel=True) for m in row] for row in per_seed] for per_seed in mels])
     rates = rates.mean(axis=0)  # (prompts, alphas)
-    check_rises("tempo onset rate (onsets/s)", rates, calibrated(model, "tempo", mels))
+    check_rises("tempo onset rate (onsets/s)", rates, keep, known_failure=True)
+
+
+@pytest.mark.skipif(not (CLASSIFIERS_DIR / "classifiers.safetensors").exists(),
+                    reason=f"world concept classifiers not in {CLASSIFIERS_DIR} yet")
+def test_tempo_classifier_rises_with_alpha(tempo_sweep):
+    """The world's tempo classifier (onset and envelope-periodicity features) on the same sweep:
+    P(fast) must rise with α over the calibrated range."""
+    from tada.world.classifiers import ConceptClassifiers
+
+    mels, keep = tempo_sweep
+    clf = ConceptClassifiers.load(CLASSIFIERS_DIR)
+    fast = list(clf.classes("tempo")).index("fast")
+    proba = clf.predict_proba(mels.reshape(-1, *mels.shape[3:]), "tempo")[:, fast]
+    check_rises("tempo classifier P(fast)", proba.reshape(mels.shape[:3]).mean(axis=0), keep)
 
 
 @pytest.mark.skipif(not (CLASSIFIERS_DIR / "classifiers.safetensors").exists(),
