@@ -126,13 +126,15 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
     parser.add_argument("--from-json", default=None, help="format an existing quality.json instead of measuring")
     parser.add_argument("--notes", default=None, help="a sentence or two added under the tables")
+    parser.add_argument("--figure", default=str(ROOT / "docs" / "figures" / "generated_vs_rendered.png"),
+                        help="where the generated-vs-rendered figure goes ('none': no figure)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.from_json:
         result = json.loads(Path(args.from_json).read_text())
     else:
         result = run_quality(args.model, args.out, n_pairs=args.pairs, guidance=args.guidance,
-                             figure=ROOT / "docs" / "figures" / "generated_vs_rendered.png",
+                             figure=None if args.figure == "none" else args.figure,
                              training_dataset=args.dataset,
                              progress=lambda m: print(f"... {m}", flush=True))
     if args.notes:
