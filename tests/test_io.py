@@ -1,0 +1,28 @@
+"""Marked-section writers used by the benchmarks to update BENCHMARKS.md."""
+
+from tada.io import replace_section, replace_subsection
+
+
+def test_replace_section_replaces_between_markers_and_appends_when_missing(tmp_path):
+    path = tmp_path / "B.md"
+    path.write_text("# Benchmarks\n\nintro\n\n<!-- a:start -->\nold\n<!-- a:end -->\n\n## Other\nkept\n")
+    replace_section(path, "<!-- a:start -->", "<!-- a:end -->", "new 1\nnew 2\n")
+    assert path.read_text() == ("# Benchmarks\n\nintro\n\n<!-- a:start -->\nnew 1\nnew 2\n<!-- a:end -->\n"
+                                "## Other\nkept\n")
+    replace_section(path, "<!-- b:start -->", "<!-- b:end -->", "b\n")
+    assert path.read_text().endswith("kept\n\n<!-- b:start -->\nb\n<!-- b:end -->\n")
+    assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_replace_subsection_touches_only_its_block(tmp_path):
+    path = tmp_path / "B.md"
+    path.write_text("# Benchmarks\n\n## Localization\n### One\nold one\n\n### Two\nold two\n\n## Model\nm\n")
+    replace_subsection(path, "## Localization", "### One", ["new one"])
+    text = path.read_text()
+    assert "new one" in text and "old one" not in text
+    assert "### Two\nold two" in text and text.endswith("## Model\nm\n")
+    replace_subsection(path, "## Localization", "### Three", ["three"])
+    text = path.read_text()
+    assert text.index("### Three") < text.index("## Model") and "### Two\nold two" in text
+    replace_subsection(path, "## Speed", "### X", ["x"])
+    assert path.read_text().endswith("## Speed\n\n### X\nx\n")
