@@ -40,3 +40,59 @@ def test_onset_rate_counts_notes():
     slow, fast = onset_rates(np.stack([notes(16), notes(5)]))
     assert slow == pytest.approx((frames - 4) / 16 / seconds, abs=0.5)  # 2 notes per second
     assert fast == pytest.approx((frames - 4) / 5 / seconds, abs=1.0)  # 6.4 notes per second
+
+
+class _Scores:
+    """Stand-in for ConceptClassifiers whose presence score is the clip's first value."""
+
+    def features(self, mels):
+        return np.asarray(mels)
+
+    def presence(self, feats, source):
+        return np.asarray(feats)[:, 0, 0]
+
+
+def test_calibrated_threshold_is_the_log_odds_midpoint_of_the_medians():
+    from tada.embedded.quality import QUALITY_CONCEPTS, _separation, calibrated_threshold
+
+    drums = next(c for c in QUALITY_CONCEPTS if c.name == "drums")
+    # generations with drums score 0.2-0.4, without 0.01-0.05: all below the classifiers' 0.5
+    pos, neg = [0.2, 0.3, 0.4], [0.01, 0.02, 0.05]
+    mels = np.asarray(pos + neg, dtype=np.float64)[:, None, None]
+    thr = calibrated_threshold(_Scores(), mels, drums, 3)
+    logit = lambda p: np.log(p / (1 - p))  # noqa: E731
+    assert thr == pytest.approx(1 / (1 + np.exp(-(logit(0.3) + logit(0.02)) / 2)))
+    acc, paired, auc = _separation(_Scores(), mels, drums, 3)
+    assert (acc, paired, auc) == (0.5, 1.0, 1.0)  # separated, yet on one side of 0.5
+    assert _separation(_Scores(), mels, drums, 3, thr)[0] == 1.0
+
+
+class _WordEncoder:
+    """Sentence embeddings from a fixed table: each phrase points along its listed axis."""
+
+    def __init__(self, axes):
+        self.axes = axes
+
+    def sentence_embedding(self, texts):
+        import torch
+
+        out = torch.zeros(len(texts), 4)
+        for i, t in enumerate(texts):
+            out[i, self.axes.get(t, 3)] = 1.0
+        return out
+
+
+def test_text_separability_counts_held_out_words_nearest_their_own_value():
+    from tada.embedded.quality import QUALITY_CONCEPTS, text_separability
+    from tada.world.captions import CONCEPT_WORDS
+
+    tempo = next(c for c in QUALITY_CONCEPTS if c.name == "tempo")
+    axes = {w: 0 for w in CONCEPT_WORDS["train"]["tempo"]["fast"]}
+    axes.update({w: 1 for w in CONCEPT_WORDS["train"]["tempo"]["slow"]})
+    held_fast, held_slow = CONCEPT_WORDS["heldout"]["tempo"]["fast"], CONCEPT_WORDS["heldout"]["tempo"]["slow"]
+    axes.update({held_fast[0]: 0, held_fast[1]: 1, held_fast[2]: 0})  # one fast word reads as slow
+    axes.update({w: 1 for w in held_slow})
+    r = text_separability(_WordEncoder(axes), [tempo])["tempo"]
+    assert r["recognised"] == pytest.approx(5 / 6)
+    assert r["words"][held_fast[1]] == {"value": "fast", "nearest": "slow", "recognised": False, "margin": -1.0}
+    assert r["words"][held_slow[0]]["margin"] == pytest.approx(1.0)
