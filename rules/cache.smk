@@ -13,7 +13,7 @@ cache_targets = lambda: expand(
 rule cache_activations:
     input:
         prompts="results/prompts/{concept}/contrastive.csv",
-        model=MODEL_CFG.get("path", []),
+        model=input_files(MODEL_CFG.get("path")),
     output:
         manifest=f"{RESULTS}/activations/contrastive_{{concept}}.json",
     log:

@@ -3,6 +3,7 @@ import json
 from pathlib import Path
 
 from tada.config import validate_config
+from tada.io import input_files
 
 validate_config(config, source="config")
 

@@ -4,7 +4,7 @@
 # then copy results/embedded/train/model/ over data/embedded_model/ to adopt the new weights.
 # The settings are tada.embedded.train.DEFAULTS (those of the shipped weights); training stops
 # after 60 minutes, so a slower or faster machine ends at another step: add
-# `--config embedded_train_steps=6790` to stop at the shipped weights' step instead.
+# `--config embedded_train_steps=11292` to stop at the shipped weights' step instead.
 
 
 rule train_embedded:

@@ -12,8 +12,8 @@ rule localize_concept:
     input:
         pairs="results/prompts/{concept}/pairs.csv",
         concepts=config["prompts"]["concepts"],
-        model=MODEL_CFG.get("path", []),
-        scorer=config["scorer"].get("path", []),
+        model=input_files(MODEL_CFG.get("path")),
+        scorer=input_files(config["scorer"].get("path")),
     output:
         impact=f"{RESULTS}/localize/{{concept}}/impact.csv",
         raw=f"{RESULTS}/localize/{{concept}}/raw.csv",

@@ -59,6 +59,21 @@ def write_audio(path: str | os.PathLike, audio: Any, sample_rate: int) -> None:
         sf.write(tmp, np.clip(data, -1.0, 1.0), int(sample_rate))
 
 
+def input_files(path: str | os.PathLike | None) -> list[str]:
+    """The files a workflow rule should depend on for `path`: every file under a directory
+    (hidden ones aside), sorted, or the path itself. A directory's own mtime does not change
+    when a file in it is overwritten, so depending on the directory would miss new weights.
+    A path that does not exist is returned as is, so the workflow reports it as missing."""
+    if not path:
+        return []
+    p = Path(path)
+    if not p.is_dir():
+        return [str(p)]
+    files = sorted(str(f) for f in p.rglob("*")
+                   if f.is_file() and not any(part.startswith(".") for part in f.relative_to(p).parts))
+    return files or [str(p)]
+
+
 def _json_default(obj: Any) -> Any:
     import numpy as np
 

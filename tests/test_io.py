@@ -26,3 +26,15 @@ def test_replace_subsection_touches_only_its_block(tmp_path):
     assert text.index("### Three") < text.index("## Model") and "### Two\nold two" in text
     replace_subsection(path, "## Speed", "### X", ["x"])
     assert path.read_text().endswith("## Speed\n\n### X\nx\n")
+
+
+def test_input_files_lists_the_files_of_a_folder(tmp_path):
+    from tada.io import input_files
+
+    (tmp_path / "sub").mkdir()
+    for name in ("b.safetensors", "a.json", "sub/c.bin", ".hidden"):
+        (tmp_path / name).write_text("x")
+    assert input_files(tmp_path) == [str(tmp_path / n) for n in ("a.json", "b.safetensors", "sub/c.bin")]
+    assert input_files(tmp_path / "a.json") == [str(tmp_path / "a.json")]
+    assert input_files(tmp_path / "missing") == [str(tmp_path / "missing")]
+    assert input_files(None) == [] and input_files("") == []

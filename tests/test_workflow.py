@@ -77,6 +77,17 @@ def test_one_concept_alone_runs_only_what_it_needs(workdir):
     assert "wildcards: concept=drums" in res.stdout
 
 
+def test_jobs_that_run_the_model_depend_on_its_weight_files(workdir):
+    """Overwriting the weights inside the model folder (adopting retrained weights) must make
+    the jobs that run the model out of date; a folder's own mtime does not change then."""
+    res = snakemake(workdir, "-n", "--forceall", "results/embedded/localize/drums/impact.csv")
+    assert res.returncode == 0, res.stdout + res.stderr
+    inputs = next(line for line in res.stdout.splitlines() if "results/prompts/drums/pairs.csv" in line
+                  and line.strip().startswith("input:"))
+    assert "data/embedded_model/model.safetensors" in inputs
+    assert "data/embedded_model/config.json" in inputs
+
+
 @pytest.fixture(scope="module")
 def lint(workdir):
     res = snakemake(workdir, "--lint")
