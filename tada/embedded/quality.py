@@ -24,8 +24,6 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 CLASSIFIER_TARGET = 0.85
 FLUX_TARGET = 1.5
@@ -231,10 +229,14 @@ def text_separability(encoder: Any = None, concepts: Sequence[QualityConcept] = 
     among the concept's contrast values (the other value, or every lead for an instrument, whose
     own words are then the ones scored); for drums and maracas, whose absence has no words, among
     every value of the training vocabulary. ``recognised`` is the fraction assigned to its own
-    value, ``margin`` the mean cosine to its own centroid minus the nearest other one. A word the encoder places nearer
-    the opposite value gives a model trained on the training words nothing to map it by: this
-    bounds what the held-out-word accuracy of the quality bar can show about the audio model.
+    value, ``margin`` the mean cosine to its own centroid minus the nearest other one. A word the
+    encoder places nearer the opposite value gives a model trained on the training words nothing
+    to map it by: this bounds what the held-out-word accuracy of the bar can show about the
+    audio model.
     """
+    import torch
+    import torch.nn.functional as F
+
     from ..world.captions import CONCEPT_WORDS
 
     if encoder is None:
