@@ -54,11 +54,14 @@ def format_report(r: dict) -> str:
                  "`calibrated` = accuracy at a threshold fitted on generations from training captions (other "
                  "prompts and seeds) instead of the classifier's 0.5, which is set on rendered clips. `encoder` = "
                  "share of the concept's held-out words that MiniLM alone places nearer their own value's training "
-                 "words than the other value's (a word it does not relate gives the model nothing to go on):")
+                 "words than the other value's (a word it does not relate gives the model nothing to go on). "
+                 "`readout` = accuracy on held-out captions of a reader of MiniLM's token states fitted on "
+                 "training captions the way one cross-attention head reads them (held-out words / training "
+                 "words; `text_readout` in tada/embedded/quality.py):")
     lines.append("")
     lines.append("| concept | accuracy | paired | AUC | bar | calibrated | training words: accuracy / paired / AUC "
-                 "/ calibrated | encoder | example prompt with the concept |")
-    lines.append("|---|---|---|---|---|---|---|---|---|")
+                 "/ calibrated | encoder | readout | example prompt with the concept |")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|")
 
     def pct(e: dict, key: str) -> str:
         return f"{e[key]:.0%}" if key in e else "-"
@@ -67,8 +70,11 @@ def format_report(r: dict) -> str:
         auc = f"{e['auc']:.2f}" if "auc" in e else "-"
         tw = (f"{e['accuracy_train_words']:.0%} / {e['paired_train_words']:.0%} / {e['auc_train_words']:.2f} / "
               f"{pct(e, 'accuracy_train_words_calibrated')}" if "accuracy_train_words" in e else "-")
+        readout = (f"{e['encoder_readout']:.0%} / {e['encoder_readout_train_words']:.0%}"
+                   if "encoder_readout" in e else "-")
         lines.append(f"| {name} | {e['accuracy']:.0%} | {e['paired_accuracy']:.0%} | {auc} | {_mark(e['meets_bar'])} | "
-                     f"{pct(e, 'accuracy_calibrated')} | {tw} | {pct(e, 'encoder_recognises')} | {e['example_positive']} |")
+                     f"{pct(e, 'accuracy_calibrated')} | {tw} | {pct(e, 'encoder_recognises')} | {readout} | "
+                     f"{e['example_positive']} |")
     lines.append("")
     below = r.get("below_bar") or []
     lines.append(f"Below the bar: {', '.join(below) if below else 'none'}.")

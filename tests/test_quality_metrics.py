@@ -96,3 +96,40 @@ def test_text_separability_counts_held_out_words_nearest_their_own_value():
     assert r["recognised"] == pytest.approx(5 / 6)
     assert r["words"][held_fast[1]] == {"value": "fast", "nearest": "slow", "recognised": False, "margin": -1.0}
     assert r["words"][held_slow[0]]["margin"] == pytest.approx(1.0)
+
+
+class _TokenEncoder:
+    """Per-token states from a fixed table: each word is a one-hot on its listed axis (else axis 3)."""
+
+    def __init__(self, axes):
+        self.axes = axes
+
+    def token_states(self, texts):
+        import re
+
+        import torch
+
+        words = [re.findall(r"\w+", t.lower()) for t in texts]
+        n = max(len(w) for w in words)
+        h, mask = torch.zeros(len(texts), n, 4), torch.zeros(len(texts), n, dtype=torch.bool)
+        for i, ws in enumerate(words):
+            for j, w in enumerate(ws):
+                h[i, j, self.axes.get(w, 3)] = 1.0
+                mask[i, j] = True
+        return h, mask
+
+
+def test_text_readout_reads_token_states_and_misses_the_word_the_encoder_misplaces():
+    from tada.embedded.quality import QUALITY_CONCEPTS, concept_prompts, text_readout
+
+    tempo = next(c for c in QUALITY_CONCEPTS if c.name == "tempo")
+    fast_tokens = ("fast", "quick", "tempo", "rapid", "brisk", "energetic")
+    slow_tokens = ("slow", "slowly", "leisurely", "laid", "unhurried", "languid", "sluggish", "swift")
+    axes = {**{w: 0 for w in fast_tokens}, **{w: 1 for w in slow_tokens}}  # 'swift' reads as slow
+    r = text_readout(_TokenEncoder(axes), [tempo], n_train=40, n_test=30, seed=5)["tempo"]
+    assert r["train_words"] == 1.0
+    # every held-out pair whose fast caption says 'swift' is read the wrong way round, no other one
+    pos, _, _, _ = concept_prompts(tempo, 30, 5 + 80)
+    swift = sum("swift" in p.lower() for p in pos)
+    assert 0 < swift < 30
+    assert r["heldout"] == pytest.approx(1 - swift / 60, abs=1e-4)  # reported to four decimals

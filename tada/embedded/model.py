@@ -259,13 +259,19 @@ class TextEncoder:
         return self.model(**tok).last_hidden_state.float()
 
     @torch.no_grad()
+    def token_states(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-token states of the real tokens: ``(B, T, 384)`` padded to the longest text, and
+        the boolean mask ``(B, T)`` of real tokens."""
+        tok = self.tokenizer(list(texts), padding=True, return_tensors="pt").to(self.device)
+        return self.model(**tok).last_hidden_state.float(), tok["attention_mask"].bool()
+
+    @torch.no_grad()
     def sentence_embedding(self, texts: Sequence[str]) -> torch.Tensor:
         """Unit-norm mean of the per-token states over real tokens ``(B, 384)``: the sentence
         embedding MiniLM was trained to produce (used for diagnostics, not by the network)."""
-        tok = self.tokenizer(list(texts), padding=True, return_tensors="pt").to(self.device)
-        h = self.model(**tok).last_hidden_state.float()
-        mask = tok["attention_mask"][..., None].float()
-        return F.normalize((h * mask).sum(1) / mask.sum(1), dim=-1)
+        h, mask = self.token_states(texts)
+        m = mask[..., None].float()
+        return F.normalize((h * m).sum(1) / m.sum(1), dim=-1)
 
 
 # --------------------------------------------------------------------------------------------

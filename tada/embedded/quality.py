@@ -274,6 +274,62 @@ def text_separability(encoder: Any = None, concepts: Sequence[QualityConcept] = 
     return out
 
 
+def text_readout(encoder: Any = None, concepts: Sequence[QualityConcept] = QUALITY_CONCEPTS,
+                 n_train: int = 300, n_test: int = 100, seed: int = 2024, iterations: int = 400
+                 ) -> dict[str, dict[str, float]]:
+    """How well the frozen encoder's per-token states, read the way one cross-attention head can
+    read them, tell a concept's held-out captions apart when the reader only saw training captions.
+
+    For each concept a reader is fitted on `n_train` pairs of training captions with and without
+    the concept (:func:`concept_prompts` with ``split="train"``): two linear token scores, pooled
+    over the real tokens of a caption with log-sum-exp (a soft "is some token like this present",
+    which is what attention over the text does), and their difference is the logit. It is then
+    scored on `n_test` pairs of held-out captions (``heldout``: unseen templates and words) and of
+    held-out templates with training words (``train_words``).
+
+    A model conditioned on this encoder and trained on training captions only has this access to
+    the concept and more capacity, so the numbers are not a strict bound; but a concept the reader
+    cannot tell apart on held-out words is one whose words the encoder does not relate to the
+    training words in any direction a linear key sees. Written by hand because the pooled-token
+    reader is not a model the usual libraries fit; full-batch Adam from zeros is deterministic.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    if encoder is None:
+        from .model import TextEncoder
+
+        encoder = TextEncoder()
+
+    def logits(w: torch.Tensor, b: torch.Tensor, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        s = (h @ w + b).masked_fill(~mask[..., None], float("-inf")).logsumexp(1)
+        return s[:, 0] - s[:, 1]
+
+    out: dict[str, dict[str, float]] = {}
+    for k, concept in enumerate(concepts):
+        tp, tn, _, _ = concept_prompts(concept, n_train, seed + 100 * k + 70, split="train")
+        h, mask = encoder.token_states(tp + tn)
+        y = torch.cat([torch.ones(len(tp)), torch.zeros(len(tn))])
+        w = torch.zeros(h.shape[-1], 2, requires_grad=True)
+        b = torch.zeros(2, requires_grad=True)
+        opt = torch.optim.Adam([w, b], lr=1e-2)
+        for _ in range(iterations):
+            opt.zero_grad()
+            loss = F.binary_cross_entropy_with_logits(logits(w, b, h, mask), y) + 1e-3 * w.pow(2).sum()
+            loss.backward()
+            opt.step()
+        entry = {}
+        for key, words in (("heldout", None), ("train_words", "train")):
+            hp, hn, _, _ = concept_prompts(concept, n_test, seed + 100 * k + 80, words=words)
+            ht, mt = encoder.token_states(hp + hn)
+            with torch.no_grad():
+                pred = logits(w, b, ht, mt) > 0
+            entry[key] = round(float((pred == torch.cat([torch.ones(len(hp)), torch.zeros(len(hn))]).bool())
+                                     .float().mean()), 4)
+        out[concept.name] = entry
+    return out
+
+
 def concept_score(classifiers: Any, feats: np.ndarray, concept: QualityConcept) -> np.ndarray:
     """Score per clip that is > 0.5 when the classifiers read the concept as present."""
     if concept.head.startswith("presence:"):
@@ -327,7 +383,8 @@ def run_quality(model_dir: str | Path, out_dir: str | Path, *, classifiers_dir: 
     `calibrate` the accuracies are also given at a threshold fitted on generations from training
     captions (:func:`calibrated_threshold`, ``accuracy_calibrated`` ...); with `encoder_words`
     the text encoder's own grasp of the held-out words (:func:`text_separability`,
-    ``result["text_encoder"]`` and ``encoder_recognises`` per concept).
+    ``result["text_encoder"]`` and ``encoder_recognises`` per concept; :func:`text_readout`,
+    ``result["text_readout"]`` and ``encoder_readout`` per concept).
 
     `training_dataset` (the run's ``dataset.npz``) adds the flux ratio against clips of the
     world version the model was trained on (the renderer may have changed since).
@@ -369,6 +426,8 @@ def run_quality(model_dir: str | Path, out_dir: str | Path, *, classifiers_dir: 
     if encoder_words:
         say("text encoder on held-out words")
         text = result["text_encoder"] = text_separability(model.text_encoder)
+        say("text readout on held-out captions")
+        readout = result["text_readout"] = text_readout(model.text_encoder)
     for k, concept in enumerate(QUALITY_CONCEPTS):
         if concepts is not None and concept.name not in concepts:
             continue
@@ -397,6 +456,8 @@ def run_quality(model_dir: str | Path, out_dir: str | Path, *, classifiers_dir: 
                 entry["accuracy_train_words_calibrated"] = _separation(classifiers, tm, concept, len(tp), thr)[0]
         if text is not None:
             entry["encoder_recognises"] = text[concept.name]["recognised"]
+            entry["encoder_readout"] = readout[concept.name]["heldout"]
+            entry["encoder_readout_train_words"] = readout[concept.name]["train_words"]
         if concept.name == "tempo":
             rates = onset_rates(mels)
             entry["onsets_per_s_fast"] = float(rates[:len(pos_p)].mean())
