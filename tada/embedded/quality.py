@@ -324,8 +324,8 @@ def text_readout(encoder: Any = None, concepts: Sequence[QualityConcept] = QUALI
             ht, mt = encoder.token_states(hp + hn)
             with torch.no_grad():
                 pred = logits(w, b, ht, mt) > 0
-            entry[key] = round(float((pred == torch.cat([torch.ones(len(hp)), torch.zeros(len(hn))]).bool())
-                                     .float().mean()), 4)
+            truth = torch.arange(len(hp) + len(hn)) < len(hp)
+            entry[key] = round(float((pred == truth).float().mean()), 4)
         out[concept.name] = entry
     return out
 
