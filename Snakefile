@@ -11,12 +11,17 @@ configfile: "config.yaml"
 validate(config, "schemas/config.schema.yaml")
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/embedded.smk"
 include: "rules/prompts.smk"
 include: "rules/cache.smk"
 include: "rules/localize.smk"
 include: "rules/vectors.smk"
+include: "rules/sweeps.smk"
+include: "rules/evaluate.smk"
 
 
 rule all:

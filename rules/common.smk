@@ -33,6 +33,6 @@ def optional_targets(name):
 
 def all_targets():
     out = []
-    for stage in ("prompts", "cache", "localize", "vectors"):
+    for stage in ("prompts", "cache", "localize", "vectors", "sweeps", "evaluate"):
         out += optional_targets(stage)
     return out

@@ -215,11 +215,13 @@ def _open_or_create(path: Path, attrs: dict[str, Any], samples: pd.DataFrame, ov
         if not diff:  # interrupted while being created: nothing written yet
             shutil.rmtree(path)
             return _open_or_create(path, attrs, samples, overwrite)
+        details = "; ".join(_describe_difference(k, existing.get(k), attrs.get(k)) for k in diff)
         if not overwrite:
             raise StoreMismatchError(
                 f"the activation store at {path} was built with different {', '.join(diff)} than this "
-                "build asks for; delete the store (rm -r it) or build into another path")
-        log.warning("%s: rebuilding (stale store differs in %s)", path, ", ".join(diff))
+                f"build asks for ({details}); delete the store (rm -r it), build into another path, "
+                "or set cache.rebuild_stale: true")
+        log.warning("%s: rebuilding (stale store differs in %s)", path, details)
         shutil.rmtree(path)
     group = zarr.open_group(path, mode="w", attributes={**attrs, "complete": False})
     n, chunk = len(samples), attrs["chunk_samples"]
@@ -241,6 +243,20 @@ def _open_or_create(path: Path, attrs: dict[str, Any], samples: pd.DataFrame, ov
                        dtype=attrs["dtype"], fill_value=0,
                        dimension_names=["sample", "step", "layer", "branch", "dim"])
     return group
+
+
+def _describe_difference(key: str, stored: Any, wanted: Any) -> str:
+    """'model.weights_sha256: store has 'ab12…', build has 'cd34…'' for each differing entry."""
+    stored, wanted = _jsonable(stored), _jsonable(wanted)
+    if isinstance(stored, dict) and isinstance(wanted, dict):
+        keys = [k for k in sorted(set(stored) | set(wanted)) if stored.get(k) != wanted.get(k)]
+        return "; ".join(_describe_difference(f"{key}.{k}", stored.get(k), wanted.get(k)) for k in keys)
+
+    def short(v: Any) -> str:
+        text = json.dumps(v)
+        return text if len(text) <= 80 else text[:77] + "..."
+
+    return f"{key}: store has {short(stored)}, build has {short(wanted)}"
 
 
 def _small(group, name: str, values: np.ndarray, dim: str, chunk: int | None = None) -> None:

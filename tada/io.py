@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 
 @contextlib.contextmanager
@@ -75,6 +76,9 @@ def input_files(path: str | os.PathLike | None) -> list[str]:
 
 
 def _json_default(obj: Any) -> Any:
+    """``json.dumps(default=...)`` for numpy scalars/arrays, torch tensors and paths."""
+    import sys
+
     import numpy as np
 
     if isinstance(obj, (np.integer,)):
@@ -83,9 +87,38 @@ def _json_default(obj: Any) -> Any:
         return float(obj)
     if isinstance(obj, np.ndarray):
         return obj.tolist()
-    if isinstance(obj, Path):
+    torch = sys.modules.get("torch")  # never imported just for this check
+    if torch is not None and isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    if isinstance(obj, (Path, os.PathLike)):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def sha256_files(paths: Iterable[str | os.PathLike], root: str | os.PathLike | None = None,
+                 chunk_size: int = 1 << 20) -> str:
+    """SHA-256 hex digest of files' contents, read in chunks (weights of any size).
+
+    One file and no `root`: the plain digest of its bytes (what ``sha256sum`` prints). Otherwise
+    the files are taken in the order of their names relative to `root` (or their full names),
+    and each name is hashed before its bytes, so renaming or moving a file changes the digest.
+    """
+    files = [Path(p) for p in paths]
+    if not files:
+        raise ValueError("sha256_files needs at least one file")
+    named = root is not None or len(files) > 1
+
+    def _name(p: Path) -> str:
+        return p.relative_to(root).as_posix() if root is not None else p.as_posix()
+
+    digest = hashlib.sha256()
+    for p in sorted(files, key=_name):
+        if named:
+            digest.update(_name(p).encode("utf-8") + b"\0")
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(chunk_size), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def replace_section(path: str | os.PathLike, start: str, end: str, text: str,
@@ -125,3 +158,37 @@ def replace_subsection(path: str | os.PathLike, section: str, title: str, lines:
         body += "\n" + block
     rest = text[end:]
     write_text(p, text[:start] + body + ("\n" + rest if rest else ""))
+
+
+def rule_logging(snakemake: Any) -> None:
+    """Send everything a workflow script says to its rule's ``log:`` file (the first one).
+
+    `logging` records, Python warnings, library output on stderr and the traceback of an
+    uncaught exception all land in the log, so a cluster job's failure can be read afterwards.
+    Sets torch's thread count to the rule's ``threads`` when torch is already imported.
+    """
+    import logging
+    import sys
+    import traceback
+    import warnings
+
+    logs = list(getattr(snakemake, "log", []) or [])
+    if not logs:
+        return
+    path = Path(logs[0])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stream = open(path, "a", buffering=1)  # line-buffered: a killed job keeps what it wrote
+    sys.stderr = stream
+    logging.basicConfig(stream=stream, level=logging.INFO, force=True,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.captureWarnings(True)
+    warnings.simplefilter("default")
+
+    def _hook(kind, value, tb):
+        stream.write("".join(traceback.format_exception(kind, value, tb)))
+        stream.flush()
+        sys.__excepthook__(kind, value, tb)
+
+    sys.excepthook = _hook
+    if "torch" in sys.modules and getattr(snakemake, "threads", None):
+        sys.modules["torch"].set_num_threads(int(snakemake.threads))

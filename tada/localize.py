@@ -53,7 +53,8 @@ class LocalizationResult:
     summary: dict[str, Any] = field(default_factory=dict)
 
     def write(self, out_dir: str | Path) -> dict[str, Path]:
-        """Write ``impact.csv``, ``raw.csv`` and ``summary.json`` into `out_dir` (atomically)."""
+        """Write ``impact.csv``, ``raw.csv`` and ``summary.json`` into `out_dir` (atomically); the
+        summary records the model's description and ``weights_sha256``."""
         from tada.io import write_csv, write_json
 
         out = Path(out_dir)
@@ -186,6 +187,9 @@ def localize_concept(model: Any, scorer: Any, pairs: pd.DataFrame, alignment_tex
     impact = impact_table(raw, names, layer_ids)
     summary = _summary(concept, mode, alignment_text, raw, impact, pairs, seeds, min_denominator,
                        elapsed, counts)
+    if hasattr(model, "describe"):  # the weights the impacts were measured on
+        summary["model"] = model.describe()
+        summary["weights_sha256"] = summary["model"].get("weights_sha256")
     return LocalizationResult(concept=concept, raw=raw, impact=impact, summary=summary)
 
 
@@ -408,6 +412,7 @@ def choose_layers(impacts: Mapping[str, pd.DataFrame], *, top_k: int = 2,
                         for c in mat.index},
     }
     if summaries:
+        out["weights_sha256"] = _common_weights(summaries)
         vals = [s.get("all_layers_impact") for s in summaries.values()]
         vals = [float(v) for v in vals if v is not None and np.isfinite(v)]
         out["all_layers_impact"] = float(np.mean(vals)) if vals else None
@@ -419,6 +424,16 @@ def choose_layers(impacts: Mapping[str, pd.DataFrame], *, top_k: int = 2,
                                              min_layer_impact=s.get("min_layer_impact"),
                                              n_used=s.get("n_used"), n_skipped=s.get("n_skipped"))
     return out
+
+
+def _common_weights(summaries: Mapping[str, Mapping[str, Any]]) -> str | None:
+    """The one ``weights_sha256`` the concepts' summaries record (None if none records one);
+    impacts measured on different weights are not combined."""
+    hashes = {c: s.get("weights_sha256") for c, s in summaries.items() if s.get("weights_sha256")}
+    if len(set(hashes.values())) > 1:
+        raise ValueError("the impact tables were measured on different weights: "
+                         + ", ".join(f"{c}: {h}" for c, h in hashes.items()))
+    return next(iter(hashes.values()), None)
 
 
 def read_impact(path: str | Path) -> pd.DataFrame:

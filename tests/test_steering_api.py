@@ -148,4 +148,4 @@ def test_cli_renders_a_sweep_and_a_sheet(model, vector, tiny_model_config, tmp_p
     np.testing.assert_allclose(zero, np.clip(base, -1, 1), atol=1e-4)
     assert main(["steer", "--config", str(tmp_path / "config.yaml"), "--vector", str(vec_path),
                  "--prompt", PROMPT, "--out", str(out), "--steps", "6"]) == 1
-    assert "exceeds the vector's 4 steps" in capsys.readouterr().err
+    assert "differs from the vector's 4" in capsys.readouterr().err

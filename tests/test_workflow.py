@@ -115,3 +115,23 @@ def test_lint_is_clean_for_prompts_cache_localize(lint):
 def test_lint_is_clean(lint):
     rc, out = lint
     assert rc == 0 and "Lints for" not in out, out
+
+
+def test_default_dag_ends_with_the_evaluation(workdir):
+    res = snakemake(workdir, "-n")
+    assert res.returncode == 0, res.stdout + res.stderr
+    counts = job_counts(res.stdout)
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    n_steer = len(config["concepts"]["steering"])
+    assert counts["sweep_baseline"] == 1 and counts["evaluate"] == 1 and counts["quality_reference"] == 1
+    assert counts["sweep_fixed"] == n_steer and counts["calibrate"] == n_steer
+    assert counts["sweep_calibrated"] == n_steer and counts["sweep_combination"] >= 1
+    assert "results/embedded/evaluation/table1.md" in res.stdout
+
+
+def test_one_concept_calibration_needs_only_that_concept_sweeps(workdir):
+    res = snakemake(workdir, "-n", "results/embedded/scores/tempo/caa_localized/scores.csv")
+    assert res.returncode == 0, res.stdout + res.stderr
+    counts = job_counts(res.stdout)
+    assert counts["sweep_calibrated"] == 1 and counts["calibrate"] == 1 and counts["sweep_fixed"] == 1
+    assert "evaluate" not in counts and "sweep_combination" not in counts

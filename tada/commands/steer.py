@@ -45,6 +45,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated layer indices or names to steer (default: the vector's)")
     p.add_argument("--start-step", type=int, default=0, help="first sampler step steered")
     p.add_argument("--renorm", action="store_true", help="keep each steered token's norm")
+    p.add_argument("--resample-steps", action="store_true",
+                   help="allow --steps other than the vector's: resample its per-step schedule linearly")
     add_model_args(p)
     p.set_defaults(func=run)
 
@@ -99,7 +101,8 @@ def save_sheet(path: Path, images: list[list[np.ndarray]], prompts: Sequence[str
 
 def render_sweep(model: Any, vector: Any, prompts: Sequence[str], alphas: Sequence[float], *, seed: int = 0,
                  layers: Sequence[int | str] | None = None, start_step: int = 0, renorm: bool = False,
-                 progress: bool = True, **gen_kwargs: Any) -> list[dict[str, Any]]:
+                 progress: bool = True, resample_steps: bool = False,
+                 **gen_kwargs: Any) -> list[dict[str, Any]]:
     """Generate every (prompt, α) clip, batched by ``model.batch_size``; one dict per clip with
     prompt_index, prompt, alpha, seed, audio, features, sample_rate."""
     from tqdm import tqdm
@@ -112,7 +115,7 @@ def render_sweep(model: Any, vector: Any, prompts: Sequence[str], alphas: Sequen
     for start in range(0, len(jobs), model.batch_size):
         chunk = jobs[start:start + model.batch_size]
         with steer(model, vector, alpha=[a for _, _, a in chunk], layers=layers, start_step=start_step,
-                   renorm=renorm):
+                   renorm=renorm, resample_steps=resample_steps):
             gen = model.generate([p for _, p, _ in chunk], seeds=[seed] * len(chunk), **gen_kwargs)
         for j, (i, p, a) in enumerate(chunk):
             out.append({"prompt_index": i, "prompt": p, "alpha": a, "seed": seed, "audio": gen.audio[j],
@@ -135,11 +138,13 @@ def run(args: argparse.Namespace) -> int:
     kwargs = generation_kwargs(args)
     if vector.steps > 1:
         kwargs.setdefault("steps", vector.steps)
-        if kwargs["steps"] > vector.steps:
-            raise ValueError(f"--steps {kwargs['steps']} exceeds the vector's {vector.steps} steps")
+        if kwargs["steps"] != vector.steps and not args.resample_steps:
+            raise ValueError(f"--steps {kwargs['steps']} differs from the vector's {vector.steps} "
+                             "per-step vectors; use the vector's step count or --resample-steps")
     out = Path(args.out)
     clips = render_sweep(model, vector, args.prompt, args.alpha, seed=args.seed, layers=args.layers,
-                         start_step=args.start_step, renorm=args.renorm, **kwargs)
+                         start_step=args.start_step, renorm=args.renorm,
+                         resample_steps=args.resample_steps, **kwargs)
     rows, images = [], [[None] * len(args.alpha) for _ in args.prompt]
     for k, clip in enumerate(clips):
         path = out / clip_name(clip["prompt_index"], clip["alpha"])

@@ -18,6 +18,7 @@ Architecture (per block, width ``d``)
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -27,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 from torch import nn
+
+log = logging.getLogger(__name__)
 
 TEXT_DIM = 384
 
@@ -243,8 +246,8 @@ class TextEncoder:
         from transformers import AutoModel, AutoTokenizer
 
         path = Path(path) if path else minilm_dir()
-        self.tokenizer = AutoTokenizer.from_pretrained(str(path))
-        self.model = AutoModel.from_pretrained(str(path)).eval().to(device)
+        self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        self.model = AutoModel.from_pretrained(str(path), local_files_only=True).eval().to(device)
         for p_ in self.model.parameters():
             p_.requires_grad_(False)
         self.device = torch.device(device)
@@ -252,8 +255,22 @@ class TextEncoder:
     def token_count(self, prompt: str) -> int:
         return len(self.tokenizer(prompt)["input_ids"])
 
+    def _warn_truncated(self, prompts: Sequence[str], length: int) -> None:
+        warned = self.__dict__.setdefault("_warned", set())
+        for prompt in dict.fromkeys(str(p) for p in prompts):
+            if (prompt, length) in warned:
+                continue
+            n = self.token_count(prompt)
+            if n > length:
+                warned.add((prompt, length))
+                log.warning("prompt %r has %d tokens but text_length is %d: it is truncated to %d tokens",
+                            prompt, n, length, length)
+
     @torch.no_grad()
     def encode(self, prompts: Sequence[str], length: int) -> torch.Tensor:
+        """Per-token states ``(B, length, 384)``; longer prompts are cut to `length` tokens, with a
+        warning (once per prompt) naming the prompt, its token count and `length`."""
+        self._warn_truncated(prompts, int(length))
         tok = self.tokenizer(list(prompts), padding="max_length", truncation=True, max_length=int(length),
                              return_tensors="pt").to(self.device)
         return self.model(**tok).last_hidden_state.float()
@@ -279,20 +296,16 @@ class TextEncoder:
 # --------------------------------------------------------------------------------------------
 def save_network(net: EmbeddedTransformer, out_dir: str | Path, extra: dict[str, Any] | None = None) -> None:
     """Write ``model.safetensors`` and ``config.json`` atomically into `out_dir`."""
-    import os
-
     from safetensors.torch import save_file
 
+    from ..io import atomic_path, write_text
+
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().float().cpu().contiguous() for k, v in net.state_dict().items()}
-    tmp = out / "model.safetensors.tmp"
-    save_file(state, str(tmp), metadata={"format": "pt", "model": "tada-embedded"})
-    os.replace(tmp, out / "model.safetensors")
+    with atomic_path(out / "model.safetensors") as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt", "model": "tada-embedded"})
     meta = {"model": net.config.to_dict(), **(extra or {})}
-    tmpj = out / "config.json.tmp"
-    tmpj.write_text(json.dumps(meta, indent=2))
-    os.replace(tmpj, out / "config.json")
+    write_text(out / "config.json", json.dumps(meta, indent=2))
 
 
 def load_network(path: str | Path, device: str | torch.device = "cpu",

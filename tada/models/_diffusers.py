@@ -2,7 +2,10 @@
 
 Loading is strictly local: a pipeline directory written by ``save_pretrained`` (or a snapshot of
 a hub repository) is checked for ``model_index.json`` and every component folder it names, then
-loaded with ``local_files_only=True`` and ``HF_HUB_OFFLINE=1``. Nothing is ever downloaded.
+loaded with ``local_files_only=True``. Nothing is ever downloaded, and no environment variable
+is changed. ``describe()["weights_sha256"]`` hashes the directory's weight files
+(``*.safetensors``, ``*.bin``: sorted relative names and bytes); a pipeline built in memory is
+hashed by its components' state-dict tensors.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
-from .base import Generation, SteerableModel, resolve_device, resolve_dtype
+from .base import Generation, SteerableModel, resolve_device, resolve_dtype, weight_files_under
 
 #: config keys every diffusers backend understands
 COMMON_KEYS: frozenset[str] = frozenset(
@@ -67,8 +70,8 @@ def check_pipeline_dir(path: str | os.PathLike, key: str) -> Path:
 
 def load_pipeline(pipeline_cls: type, path: str | os.PathLike, key: str,
                   dtype: torch.dtype = torch.float32) -> Any:
-    """Load a pipeline from a local directory only (offline, no hub access)."""
-    os.environ["HF_HUB_OFFLINE"] = "1"
+    """Load a pipeline from a local directory only (``local_files_only``: no hub access; the
+    process's ``HF_HUB_OFFLINE`` setting is left alone)."""
     root = check_pipeline_dir(path, key)
     return pipeline_cls.from_pretrained(str(root), local_files_only=True, dtype=dtype)
 
@@ -164,7 +167,18 @@ class DiffusersModel(SteerableModel):
         resolve_device(opts.get("device", "cpu"))  # a CUDA request without CUDA fails before loading
         dtype = resolve_dtype(opts.get("dtype", "float32"))
         pipe = load_pipeline(cls.pipeline_class(), path, f"{key}.path", dtype)
-        return cls(pipe, **opts)
+        model = cls(pipe, **opts)
+        model.weights_root = Path(path).expanduser()
+        return model
+
+    def weight_files(self) -> list[Path]:
+        """The weight files of the pipeline directory this model was loaded from (if any)."""
+        root = self.__dict__.get("weights_root")
+        return [] if root is None else weight_files_under(root)
+
+    def weight_modules(self) -> dict[str, torch.nn.Module]:
+        return {name: c for name, c in getattr(self.pipe, "components", {}).items()
+                if isinstance(c, torch.nn.Module)} or {"denoiser": self.denoiser()}
 
     def denoiser(self) -> torch.nn.Module:
         return getattr(self.pipe, self.denoiser_attr)

@@ -8,11 +8,19 @@ prompts, and generates audio from prompts and seeds while a list of intervention
 from __future__ import annotations
 
 import abc
+import hashlib
+import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
+
+from ..io import sha256_files
+
+#: file names that hold weights in a model directory
+WEIGHT_PATTERNS = ("*.safetensors", "*.bin")
 
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -217,11 +225,14 @@ class SteerableModel(abc.ABC):
         self.run_branches = self.cfg_branches(guidance)
         with apply_interventions(self, interventions), torch.inference_mode():
             # every active session (this call's and any enclosing `tada.steer`) starts at step 0
-            for state in self.__dict__.get("_intervention_states", []):
-                state.step = -1
+            sessions = list(self.__dict__.get("_intervention_states", []))
+            for state in sessions:
+                state.start(total_steps=steps)
             gen = self._generate(prompts, seeds, steps=steps, guidance=guidance, duration=duration,
                                  negative_prompts=negative_prompts, text_length=text_length,
                                  progress=progress)
+            for state in sessions:  # keys/values hooks that never fired made a silent no-op
+                state.check_kv_hooks()
         gen.info.update(steps=steps, guidance=guidance, duration=duration, backend=self.backend)
         return gen
 
@@ -232,14 +243,61 @@ class SteerableModel(abc.ABC):
         """Backend sampling loop. Must call the denoiser once per step with all CFG branches
         batched in the order given by :meth:`cfg_branches`."""
 
+    # ----- identity -------------------------------------------------------------------------
+    def weight_files(self) -> list[Path]:
+        """The files the weights were loaded from (empty: the model was built in memory)."""
+        return []
+
+    def weight_modules(self) -> dict[str, torch.nn.Module]:
+        """The modules whose tensors make up the weights, when there are no weight files."""
+        return {"denoiser": self.denoiser()}
+
+    def weights_sha256(self) -> str:
+        """Content hash of the weights, computed once: of the weight files' bytes (see
+        :meth:`weight_files`), else of the modules' state-dict tensors."""
+        cached = self.__dict__.get("_weights_sha256")
+        if cached is None:
+            files = self.weight_files()
+            root = self.__dict__.get("weights_root")
+            if files:
+                cached = sha256_files(files, root=root)
+            else:
+                cached = state_dict_sha256(self.weight_modules())
+            self.__dict__["_weights_sha256"] = cached
+        return cached
+
     def describe(self) -> dict[str, Any]:
-        """Identity of the model for artifact metadata (backend, layer names and widths)."""
+        """Identity of the model for artifact metadata (backend, layer names and widths, and
+        ``weights_sha256``, the content hash of its weights)."""
         return {
             "backend": self.backend,
             "layers": [layer.name for layer in self.layers],
             "widths": [layer.width for layer in self.layers],
             "sample_rate": self.sample_rate,
+            "weights_sha256": self.weights_sha256(),
         }
+
+
+def weight_files_under(root: str | os.PathLike, patterns: Sequence[str] = WEIGHT_PATTERNS) -> list[Path]:
+    """Every weight file (``*.safetensors``, ``*.bin``) under `root`, hidden paths aside."""
+    root = Path(root)
+    if root.is_file():
+        return [root]
+    found = {f for pattern in patterns for f in root.rglob(pattern)
+             if f.is_file() and not any(part.startswith(".") for part in f.relative_to(root).parts)}
+    return sorted(found)
+
+
+def state_dict_sha256(modules: Mapping[str, torch.nn.Module]) -> str:
+    """SHA-256 over the state-dict tensors of `modules` (names, dtypes, shapes and bytes), for
+    weights that were built in memory rather than loaded from files."""
+    digest = hashlib.sha256()
+    for name in sorted(modules):
+        for key, tensor in sorted(modules[name].state_dict().items()):
+            t = tensor.detach().to("cpu").contiguous().reshape(-1)
+            digest.update(f"{name}.{key}:{t.dtype}:{tuple(tensor.shape)}\0".encode())
+            digest.update(t.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def seeded_noise(seeds: Sequence[int], shape: Sequence[int], device: torch.device,

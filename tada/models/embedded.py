@@ -93,7 +93,8 @@ class EmbeddedModel(SteerableModel):
     def encode_prompts(self, prompts: Sequence[str], negative: bool = False,
                        text_length: int | None = None) -> torch.Tensor:
         """MiniLM per-token states (B, text_length, 384), padded/truncated to `text_length`
-        (default 32). With ``negative=True`` the prompts are negative prompts; an empty string
+        (default: the model's ``text_length``, 48 for the shipped model; a warning names every
+        prompt that is cut). With ``negative=True`` the prompts are negative prompts; an empty string
         is the unconditional input."""
         length = int(text_length or self.text_length)
         prompts = [str(p) for p in prompts]
@@ -125,6 +126,15 @@ class EmbeddedModel(SteerableModel):
         features = self.config.from_network(mels[:, :n_keep].float()).cpu().numpy()
         return Generation(None, self.sample_rate, prompts, seeds, features=features, decode=_vocode,
                           info={"frames_per_second": self.config.frames_per_second})
+
+    def weight_files(self) -> list[Path]:
+        """``model.safetensors`` of the directory the model was loaded from (if any)."""
+        if self.path is None or not (self.path / "model.safetensors").is_file():
+            return []
+        return [self.path / "model.safetensors"]
+
+    def weight_modules(self) -> dict[str, torch.nn.Module]:
+        return {"network": self.network}
 
     def describe(self) -> dict[str, Any]:
         out = super().describe()

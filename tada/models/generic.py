@@ -46,7 +46,7 @@ import numpy as np
 import torch
 
 from ._diffusers import audio_to_numpy, check_config_keys, find_modules
-from .base import Generation, SteerableModel, resolve_device, resolve_dtype
+from .base import Generation, SteerableModel, resolve_device, resolve_dtype, weight_files_under
 
 KEYS = frozenset({
     "backend", "path", "device", "dtype", "batch_size", "steps", "guidance", "duration",
@@ -147,7 +147,21 @@ class GenericModel(SteerableModel):
         dtype = resolve_dtype(opts.get("dtype", "float32"))
         loader = import_callable(opts.pop("loader"), f"{key}.loader")
         obj = loader(None if path is None else str(Path(path).expanduser()), device, dtype)
-        return cls(obj, key=key, **opts)
+        model = cls(obj, key=key, **opts)
+        if path is not None:
+            model.weights_root = Path(path).expanduser()
+        return model
+
+    def weight_files(self) -> list[Path]:
+        """The weight files under the configured ``path`` (a file, or a directory's
+        ``*.safetensors``/``*.bin``); none when the loader took no path."""
+        root = self.__dict__.get("weights_root")
+        return [] if root is None else weight_files_under(root)
+
+    def weight_modules(self) -> dict[str, torch.nn.Module]:
+        if isinstance(self.obj, torch.nn.Module):
+            return {"model": self.obj}
+        return {"denoiser": self._denoiser}
 
     # ----- protocol -------------------------------------------------------------------------
     def _discover_layers(self):

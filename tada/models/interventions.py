@@ -35,6 +35,34 @@ class RunState:
     branches_fn: Callable[[], tuple[str, ...]]
     step: int = -1
     current_layer: int | None = None
+    #: sampler steps of the generation in progress (None: not known, e.g. plain diffusers)
+    total_steps: int | None = None
+    #: layers whose to_k/to_v forward hooks must fire on every step: index -> name
+    kv_layers: dict[int, str] = field(default_factory=dict)
+    #: (step, layer, "k"/"v") of every key/value hook call in the generation in progress
+    kv_fired: set[tuple[int, int, str]] = field(default_factory=set)
+
+    def start(self, total_steps: int | None = None) -> None:
+        """Reset the per-generation state (called before each generation)."""
+        self.step = -1
+        self.total_steps = None if total_steps is None else int(total_steps)
+        self.kv_fired.clear()
+
+    def check_kv_hooks(self) -> None:
+        """Raise unless every hooked layer's to_k and to_v hooks fired on every step of the
+        generation just finished (fused QKV projections, or a processor that computes keys and
+        values another way, would otherwise make capturing and patching them a silent no-op)."""
+        steps = range(self.step + 1)
+        for layer, name in self.kv_layers.items():
+            missing = [(s, w) for s in steps for w in ("k", "v") if (s, layer, w) not in self.kv_fired]
+            if missing:
+                n_steps = len({s for s, _ in missing})
+                raise RuntimeError(
+                    f"cross-attention layer {layer} ('{name}'): its to_k/to_v projections were not "
+                    f"called on {n_steps} of {len(steps)} steps, so keys/values could not be captured "
+                    "or patched there (fused QKV projections, e.g. after fuse_qkv_projections(), or "
+                    "a processor that bypasses to_k/to_v); unfuse the projections or use another "
+                    "intervention")
 
     @property
     def branches(self) -> tuple[str, ...]:
@@ -241,14 +269,17 @@ class AddVector(Intervention):
     """h ← h + α·v on the chosen branch of the chosen layers.
 
     `vectors` maps layer index → tensor of shape (width,) (every step) or (steps, width)
-    (one vector per step). `alpha` is a float or one value per prompt of the batch.
+    (one vector per step; a generation with another step count is refused, naming both counts,
+    unless `resample_steps` resamples the schedule linearly to the generation's steps).
+    `alpha` is a float or one value per prompt of the batch.
     With `renorm`, each steered token is rescaled to its original L2 norm. Steps before
     `start_step` are left alone. Rows whose α is exactly 0 are never touched, so α = 0 is
     bit-identical to no steering.
     """
 
     def __init__(self, vectors: Mapping[int, torch.Tensor], alpha: float | Sequence[float] = 1.0, *,
-                 branch: Branch = "cond", renorm: bool = False, start_step: int = 0):
+                 branch: Branch = "cond", renorm: bool = False, start_step: int = 0,
+                 resample_steps: bool = False):
         if branch not in ("cond", "uncond", "all"):
             raise ValueError(f"branch must be 'cond', 'uncond' or 'all', got {branch!r}")
         self.vectors = {int(k): torch.as_tensor(v) for k, v in vectors.items()}
@@ -257,11 +288,23 @@ class AddVector(Intervention):
         self.branch = branch
         self.renorm = renorm
         self.start_step = int(start_step)
+        self.resample_steps = bool(resample_steps)
+        self._resampled: dict[tuple[int, int], torch.Tensor] = {}
 
-    def _vector(self, step: int, layer: int) -> torch.Tensor:
+    def _vector(self, step: int, layer: int, total_steps: int | None = None) -> torch.Tensor:
         v = self.vectors[layer]
-        if v.ndim == 1:
-            return v
+        if v.ndim == 1 or v.shape[0] == 1:  # one vector for every step
+            return v.reshape(-1)
+        if total_steps is not None and total_steps != v.shape[0]:
+            if not self.resample_steps:
+                raise ValueError(
+                    f"steering vector for layer {layer} has {v.shape[0]} per-step vectors but the "
+                    f"generation runs {total_steps} steps; generate with {v.shape[0]} steps, or "
+                    "pass resample_steps=True to resample the schedule linearly")
+            key = (layer, int(total_steps))
+            if key not in self._resampled:
+                self._resampled[key] = resample_schedule(v, int(total_steps))
+            return self._resampled[key][step]
         if step >= v.shape[0]:
             raise IndexError(f"steering vector for layer {layer} has {v.shape[0]} steps; "
                              f"generation reached step {step}")
@@ -284,7 +327,7 @@ class AddVector(Intervention):
         active = (alpha != 0).nonzero().flatten().tolist()
         if not active:
             return output
-        v = self._vector(state.step, layer).to(output.device, output.dtype)
+        v = self._vector(state.step, layer, state.total_steps).to(output.device, output.dtype)
         if v.shape[-1] != output.shape[-1]:
             raise ValueError(f"steering vector width {v.shape[-1]} != layer {layer} width {output.shape[-1]}")
         out = output.clone()
@@ -296,6 +339,22 @@ class AddVector(Intervention):
                 h_new = h_new * (h.norm(dim=-1, keepdim=True) / h_new.norm(dim=-1, keepdim=True).clamp_min(1e-12))
             out[r] = h_new
         return out
+
+
+def resample_schedule(vectors: torch.Tensor, steps: int) -> torch.Tensor:
+    """Linearly resample a per-step schedule ``(S, width)`` to ``(steps, width)``: step i of the
+    new schedule sits at the same fraction of the way through sampling as in the old one."""
+    v = torch.as_tensor(vectors).float()
+    if v.shape[0] == steps:
+        return v
+    if v.shape[0] == 1:
+        return v.expand(steps, -1).clone()
+    if steps == 1:
+        return v.mean(0, keepdim=True)
+    pos = torch.linspace(0, v.shape[0] - 1, steps)
+    lo = pos.floor().long().clamp(max=v.shape[0] - 2)
+    frac = (pos - lo.float())[:, None]
+    return v[lo] * (1 - frac) + v[lo + 1] * frac
 
 
 class Ablate(Intervention):
@@ -328,14 +387,28 @@ class SwapCondition(Intervention):
 
     `encoder_hidden_states` has shape (1 or B, tokens, text width) and must have the same token
     count as the run's own states (pad prompts to a common length) unless branch == "all" and
-    it covers the whole batch.
+    it covers the whole batch. With (B, ...) states, prompt i of the batch gets row i.
+
+    `start_steps` (one int, or one per prompt of the batch) delays the swap: prompt i reads its
+    own states before step ``start_steps[i]`` and the swapped ones from then on (prompt
+    conditioning interpolation). A prompt whose start step is never reached is untouched, so it
+    is bit-identical to a run without the intervention.
     """
 
     def __init__(self, layers: Sequence[int] | int | None, encoder_hidden_states: torch.Tensor,
-                 branch: Branch = "cond"):
+                 branch: Branch = "cond", start_steps: int | Sequence[int] = 0):
         self.layers = _as_tuple(layers)
         self.states = encoder_hidden_states
         self.branch = branch
+        self.start_steps = start_steps
+
+    def _starts(self, n_prompts: int) -> list[int]:
+        if isinstance(self.start_steps, int):
+            return [self.start_steps] * n_prompts
+        starts = [int(s) for s in self.start_steps]
+        if len(starts) != n_prompts:
+            raise ValueError(f"SwapCondition has {len(starts)} start steps for a batch of {n_prompts} prompts")
+        return starts
 
     def pre(self, state, layer, encoder_hidden_states):
         rows = state.rows(encoder_hidden_states.shape[0], self.branch)
@@ -345,8 +418,20 @@ class SwapCondition(Intervention):
         if new.shape[1:] != encoder_hidden_states.shape[1:]:
             raise ValueError(f"swapped encoder states {tuple(new.shape)} do not match the layer's "
                              f"{tuple(encoder_hidden_states.shape)}; pad the prompts to the same length")
+        n_rows = rows.stop - rows.start
+        if isinstance(self.start_steps, int) and self.start_steps <= 0:
+            out = encoder_hidden_states.clone()
+            out[rows] = new.expand(n_rows, *new.shape[1:]) if new.shape[0] == 1 or new.shape[0] != n_rows else new
+            return out
+        per = encoder_hidden_states.shape[0] // len(state.branches)
+        starts = self._starts(per)
+        active = [r for r in range(rows.start, rows.stop) if state.step >= starts[r % per]]
+        if not active:
+            return encoder_hidden_states
         out = encoder_hidden_states.clone()
-        out[rows] = new.expand(rows.stop - rows.start, *new.shape[1:])
+        for r in active:
+            i = r - rows.start
+            out[r] = new[0 if new.shape[0] == 1 else (i if new.shape[0] == n_rows else i % per)]
         return out
 
 
@@ -455,6 +540,7 @@ def install(layers: Sequence[Any], denoiser: torch.nn.Module, interventions: Seq
             handle.restored.append((module, original))
             kv_ivs = [iv for iv in active if iv.needs_kv]
             if kv_ivs:
+                state.kv_layers[layer.index] = str(getattr(layer, "name", layer.index))
                 for which, proj in (("k", module.to_k), ("v", module.to_v)):
                     handle.hooks.append(proj.register_forward_hook(
                         _kv_hook(state, layer.index, which, kv_ivs)))
@@ -468,6 +554,7 @@ def _kv_hook(state: RunState, layer: int, which: str, ivs: list[Intervention]):
     def hook(_module, _inputs, output):
         if state.current_layer != layer:
             return output
+        state.kv_fired.add((state.step, layer, which))
         for iv in ivs:
             output = iv.on_kv(state, layer, which, output)
         return output

@@ -69,6 +69,12 @@ class SteeringConcept:
     def negative(self, base: str) -> str:
         return fill_template(self.negative_template, base)
 
+    def triple(self, base: str) -> tuple[str, str, str]:
+        """(neutral, positive, negative) prompts of one evaluation prompt: the prompt itself and
+        the two directional rewrites. Every method that needs prompts (PCI, the text baselines)
+        takes them from here."""
+        return base, self.positive(base), self.negative(base)
+
 
 @dataclass(frozen=True)
 class LocalizationConcept:

@@ -17,15 +17,14 @@ from __future__ import annotations
 import hashlib
 import json
 import operator
-import os
 import re
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
 import pandas as pd
 
+from tada.io import write_text
 from tada.prompts.concepts import LocalizationConcept
 
 MUSICCAPS_COLUMNS = (
@@ -210,21 +209,6 @@ def build_pairs(
     return pairs, report
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-        raise
-
-
 def write_pairs(
     path_csv: str | Path, path_report_json: str | Path, pairs_df: pd.DataFrame, report: dict
 ) -> None:
@@ -232,8 +216,8 @@ def write_pairs(
     check_columns(pairs_df, PAIR_COLUMNS, "pairs_df")
     csv_text = pairs_df.loc[:, list(PAIR_COLUMNS)].to_csv(index=False, lineterminator="\n")
     json_text = json.dumps(report, indent=2) + "\n"
-    _atomic_write_text(Path(path_csv), csv_text)
-    _atomic_write_text(Path(path_report_json), json_text)
+    write_text(path_csv, csv_text)
+    write_text(path_report_json, json_text)
 
 
 def read_pairs(path_csv: str | Path) -> pd.DataFrame:

@@ -11,6 +11,10 @@ One class serves two kinds of weights:
   the embedded model directly. ``tada_clap.json`` in its directory says so.
 
 Similarity is the cosine between the projected, normalised audio and text embeddings.
+
+:meth:`ClapScorer.stage_features` exposes the audio encoder's per-stage feature maps (what the
+preservation distance LPAPS, :mod:`tada.scorers.lpaps`, compares): four stages for the LAION
+CLAP, two for the world CLAP (its audio encoder has ``depths=[2, 2]``).
 """
 
 from __future__ import annotations
@@ -97,17 +101,50 @@ class ClapScorer(Scorer):
                 self._text_cache[t] = e
         return torch.stack([self._text_cache[t] for t in texts])
 
-    @torch.no_grad()
-    def embed_audio(self, clips: Clips) -> torch.Tensor:
+    def _audio_inputs(self, clips: Clips) -> dict[str, torch.Tensor]:
+        """Audio-encoder inputs of one batch: world log-mels via :func:`world_input` (first
+        :data:`WORLD_FRAMES` frames), or the LAION processor's features (resampled audio)."""
         if self.world:
             mels = clips.features if clips.features is not None else _world_mels(clips.audio, clips.sample_rate)
-            x = world_input(np.asarray(mels, dtype=np.float32), int(self.meta.get("time_pool", 2))).to(self.device)
-            return F.normalize(_pooled(self.model.get_audio_features(input_features=x)).float(), dim=-1)
+            x = world_input(np.asarray(mels, dtype=np.float32), int(self.meta.get("time_pool", 2)))
+            return {"input_features": x.to(self.device)}
         fe = self.processor.feature_extractor
         audio = [_resample(a, clips.sample_rate, fe.sampling_rate) for a in clips.audio]
         inputs = fe(audio, sampling_rate=fe.sampling_rate, return_tensors="pt")
-        inputs = {k: v.to(self.device) for k, v in inputs.items() if k in ("input_features", "is_longer")}
-        return F.normalize(_pooled(self.model.get_audio_features(**inputs)).float(), dim=-1)
+        return {k: v.to(self.device) for k, v in inputs.items() if k in ("input_features", "is_longer")}
+
+    @torch.no_grad()
+    def embed_audio(self, clips: Clips) -> torch.Tensor:
+        return F.normalize(_pooled(self.model.get_audio_features(**self._audio_inputs(clips))).float(), dim=-1)
+
+    @torch.no_grad()
+    def stage_features(self, clips: Any, sample_rate: int | None = None) -> list[torch.Tensor]:
+        """The audio encoder's stage feature maps, one float32 tensor ``(B, C_s, H_s, W_s)`` per
+        Swin/HTSAT stage, on the scorer's device, computed in batches of ``batch_size`` clips.
+
+        Each map is the output of a stage's Swin blocks *before* its patch merging (transformers'
+        ``hidden_states`` with ``output_hidden_states_before_downsampling=True``, minus entry 0,
+        the patch embedding), so stage ``s`` has its own resolution and width. The LAION HTSAT
+        CLAP has four stages (96/192/384/768 channels at 64x64 ... 8x8); the world CLAP has two:
+        ``(B, 64, 8, 8)`` and ``(B, 128, 4, 4)`` for its 128-frame, 64-mel input. Inputs are
+        prepared as in :meth:`embed_audio` (the world CLAP sees the first :data:`WORLD_FRAMES`
+        frames; the LAION processor truncates/pads to its 10 s), so long clips must be windowed
+        by the caller (:func:`tada.scorers.lpaps.lpaps` does).
+        """
+        from .base import _slice, as_clips
+
+        view = as_clips(clips, sample_rate)
+        per_stage: list[list[torch.Tensor]] = []
+        for start in range(0, len(view), self.batch_size):
+            batch = _slice(view, start, start + self.batch_size)
+            out = self.model.audio_model(**self._audio_inputs(batch), output_hidden_states=True,
+                                         output_hidden_states_before_downsampling=True)
+            maps = [h.float() for h in out.hidden_states[1:]]
+            if not per_stage:
+                per_stage = [[] for _ in maps]
+            for acc, m in zip(per_stage, maps):
+                acc.append(m)
+        return [torch.cat(acc) for acc in per_stage]
 
     def _similarity(self, clips: Clips, texts: list[str]) -> np.ndarray:
         a = self.embed_audio(clips)
@@ -131,7 +168,11 @@ def _world_mels(audio: np.ndarray, sr: int) -> np.ndarray:
     return np.stack([m[:n] for m in mels])
 
 
-def world_input(mels: np.ndarray, time_pool: int = 2, frames: int = 128) -> torch.Tensor:
+#: log-mel frames the world CLAP sees per clip (4 s at 32 frames/s); longer clips are cropped
+WORLD_FRAMES = 128
+
+
+def world_input(mels: np.ndarray, time_pool: int = 2, frames: int = WORLD_FRAMES) -> torch.Tensor:
     """World log-mels (B, frames, n_mels) -> CLAP input features (B, 1, frames/time_pool, n_mels).
 
     Clips are cropped or padded (with silence, -1) to `frames` frames first.

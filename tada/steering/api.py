@@ -23,8 +23,8 @@ Step counting there: each steering processor counts its own calls. Every attenti
 called once per denoiser forward, so its call count is the sampler step; the count wraps
 modulo ``steps`` (default: the vector's step count), so consecutive generations with that many
 steps need no reset. After an interrupted generation, or with a different step count, call
-``procs.reset()`` before the next one (and pass ``steps=`` for per-step vectors used with a
-different schedule). CFG layout: diffusers pipelines batch ``[uncond; cond]`` when guidance > 1
+``procs.reset()`` before the next one. A per-step vector used with another step count
+(``steps=``) is refused unless ``resample_steps=True`` resamples its schedule linearly. CFG layout: diffusers pipelines batch ``[uncond; cond]`` when guidance > 1
 (``branches=("uncond", "cond")``, the default); pass ``branches=("cond",)`` without CFG.
 """
 
@@ -45,19 +45,23 @@ from .vectors import SteeringVector, as_vector
 @contextlib.contextmanager
 def steer(model: Any, vector: SteeringVector | str | os.PathLike, alpha: float | Sequence[float] = 1.0, *,
           layers: Sequence[int | str] | None = None, start_step: int = 0, renorm: bool = False,
-          branch: str = "cond") -> Iterator[AddVector]:
+          branch: str = "cond", resample_steps: bool = False) -> Iterator[AddVector]:
     """Steer every ``model.generate`` inside the block with h ← h + α·v.
 
     `vector` is a :class:`SteeringVector` or a path to one; `layers` (indices or names) restricts
     it to some of its layers; `start_step` leaves the first steps alone; `renorm` rescales each
     steered token to its original norm; `branch` is the CFG branch steered ("cond", "uncond",
     "all"). Raises :class:`~tada.steering.vectors.IncompatibleVectorError` if the vector was
-    built for layers with other names or widths. Yields the installed intervention.
+    built for layers with other names or widths, or on other weights (``weights_sha256``).
+    A per-step vector is refused in a generation with another step count (ValueError naming
+    both) unless `resample_steps`, which resamples its schedule linearly to the generation's
+    steps. Yields the installed intervention.
     """
     vec = as_vector(vector)
     chosen = None if layers is None else model.resolve_layers(layers)
     vec.check_compatible(model, chosen)
-    iv = vec.intervention(alpha, layers=chosen, start_step=start_step, renorm=renorm, branch=branch)
+    iv = vec.intervention(alpha, layers=chosen, start_step=start_step, renorm=renorm, branch=branch,
+                          resample_steps=resample_steps)
     with apply_interventions(model, [iv]):
         yield iv
 
@@ -77,6 +81,7 @@ class SteeringProcessor(InterventionProcessor):
         super().__init__(inner, layer, state, [intervention])
         self.calls = 0
         self.steps = None if steps is None else int(steps)
+        state.total_steps = self.steps  # a per-step vector refuses another step count
 
     def reset(self) -> None:
         self.calls = 0
@@ -127,7 +132,7 @@ def diffusers_processors(pipe_or_denoiser: Any, vector: SteeringVector | str | o
                          layer_names: Sequence[str] | None = None, start_step: int = 0,
                          renorm: bool = False, branch: str = "cond",
                          branches: Sequence[str] = ("uncond", "cond"),
-                         steps: int | None = None) -> ProcessorDict:
+                         steps: int | None = None, resample_steps: bool = False) -> ProcessorDict:
     """A processor dict for ``denoiser.set_attn_processor`` that steers a plain diffusers model.
 
     The vector's layers are found by name in the denoiser (``<name>.processor`` keys);
@@ -164,7 +169,8 @@ def diffusers_processors(pipe_or_denoiser: Any, vector: SteeringVector | str | o
     out.steered = {}
     for i in chosen:
         key = f"{vec.model['layers'][i]}.processor"
-        iv = AddVector({i: vec.vectors[i]}, alpha, branch=branch, renorm=renorm, start_step=start_step)
+        iv = AddVector({i: vec.vectors[i]}, alpha, branch=branch, renorm=renorm, start_step=start_step,
+                       resample_steps=resample_steps)
         proc = SteeringProcessor(current[key], i, iv, branches, steps)
         out[key] = proc
         out.steered[key] = proc

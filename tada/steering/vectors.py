@@ -8,12 +8,14 @@ File layout
         {"format": "tada.steering_vector", "version": 1,
          "method": "caa", "concept": "tempo", "layer_set": "localized",
          "layers": [3, 4], "steps": 30,
-         "model": {"backend": ..., "layers": [names...], "widths": [...], "sample_rate": ...},
+         "model": {"backend": ..., "layers": [names...], "widths": [...], "sample_rate": ...,
+                   "weights_sha256": ...},
          "hyperparameters": {...}, "source": {"store_hash": ..., ...}}
 
     ``model`` is :meth:`SteerableModel.describe` of the model the activations came from; applying
-    the vector to a model whose layer names or widths differ raises
-    :class:`IncompatibleVectorError` naming both.
+    the vector to a model whose layer names or widths differ, or whose ``weights_sha256``
+    differs (other weights of the same architecture), raises :class:`IncompatibleVectorError`
+    naming both. A vector without ``weights_sha256`` (an older file) is accepted with a warning.
 
 Score files (AUSteer sign-consistency scores, SAE feature statistics) use the same container
 through :func:`save_tensors` / :func:`load_tensors` with their own ``format``.
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -43,7 +46,7 @@ def save_tensors(path: str | os.PathLike, tensors: Mapping[str, Any], meta: Mapp
     """Write float tensors and a JSON metadata object to a safetensors file, atomically."""
     from safetensors.torch import save_file
 
-    from tada.io import atomic_path
+    from tada.io import _json_default, atomic_path
 
     data = {k: torch.as_tensor(np.asarray(v) if not torch.is_tensor(v) else v).detach().cpu().contiguous()
             for k, v in tensors.items()}
@@ -72,18 +75,6 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
 
     meta = read_metadata(path)
     return load_file(str(path)), meta
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.floating):
-        return float(obj)
-    if isinstance(obj, (np.ndarray, torch.Tensor)):
-        return obj.tolist()
-    if isinstance(obj, (Path, os.PathLike)):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 def describe_target(target: Any) -> dict[str, Any]:
@@ -200,14 +191,33 @@ class SteeringVector:
                 f"steering vector '{self.concept}' ({self.method}) was built for a "
                 f"{self.model.get('backend', '?')} model and does not fit this "
                 f"{desc.get('backend', '?')} model: " + "; ".join(problems))
+        self._check_weights(desc)
+
+    def _check_weights(self, desc: Mapping[str, Any]) -> None:
+        """Refuse a vector computed on other weights; accept (with a warning) one that records no
+        weights hash (files written before hashes were recorded)."""
+        mine, theirs = self.model.get("weights_sha256"), desc.get("weights_sha256")
+        if mine is None or theirs is None:
+            warnings.warn(f"steering vector '{self.concept}' ({self.method}): "
+                          + ("the vector records no weights_sha256 (an older file)" if mine is None
+                             else "the model reports no weights_sha256")
+                          + "; cannot check that it was computed on these weights", stacklevel=3)
+            return
+        if mine != theirs:
+            raise IncompatibleVectorError(
+                f"steering vector '{self.concept}' ({self.method}) was computed on weights "
+                f"{mine} but the model's weights are {theirs}; recompute the vector on this model")
 
     def intervention(self, alpha: float | Sequence[float] = 1.0, *, layers: Sequence[int] | None = None,
-                     start_step: int = 0, renorm: bool = False, branch: str = "cond"):
-        """An :class:`~tada.models.interventions.AddVector` adding α·v on `layers` (default: all)."""
+                     start_step: int = 0, renorm: bool = False, branch: str = "cond",
+                     resample_steps: bool = False):
+        """An :class:`~tada.models.interventions.AddVector` adding α·v on `layers` (default: all);
+        see there for `resample_steps`."""
         from tada.models.interventions import AddVector
 
         chosen = self.select(layers)
-        return AddVector(dict(chosen.vectors), alpha, branch=branch, renorm=renorm, start_step=start_step)
+        return AddVector(dict(chosen.vectors), alpha, branch=branch, renorm=renorm, start_step=start_step,
+                         resample_steps=resample_steps)
 
     # ----- files ----------------------------------------------------------------------------
     def metadata(self) -> dict[str, Any]:

@@ -241,7 +241,6 @@ def load_stable_audio(path: str, device: torch.device, dtype: torch.dtype):
     """Generic-backend loader: a local `StableAudioPipeline` on `device` in `dtype`."""
     from diffusers import StableAudioPipeline
 
-    os.environ["HF_HUB_OFFLINE"] = "1"
     pipe = StableAudioPipeline.from_pretrained(path, local_files_only=True, dtype=dtype).to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe

@@ -17,6 +17,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from tada.io import atomic_path
 from tada.world.attributes import CONCEPT_VALUES, ClipAttributes, sample_attributes
 from tada.world.captions import SPLITS, caption
 from tada.world.features import N_MELS, SR, log_mel, n_frames
@@ -70,10 +71,8 @@ class WorldDataset:
         path = Path(path)
         meta = self._meta()
         if path.suffix == ".npz":
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + ".tmp.npz")
-            np.savez(tmp, mels=self.mels, meta=np.array(json.dumps(meta)))
-            os.replace(tmp, path)
+            with atomic_path(path) as tmp:
+                np.savez(tmp, mels=self.mels, meta=np.array(json.dumps(meta)))
             return path
         from safetensors.numpy import save_file
 

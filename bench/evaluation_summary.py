@@ -1,0 +1,101 @@
+"""Summarize an evaluation run for BENCHMARKS.md: stage times and Tables 1-3.
+
+    .venv/bin/python bench/evaluation_summary.py [--results results/embedded] [--log SNAKEMAKE_LOG]
+        [--note TEXT] [--write]
+
+Stage times come from a Snakemake log (default: the newest under .snakemake/log): per rule, the
+summed wall time of its jobs (start line to "Finished jobid"), and the run's wall time from its
+first to its last timestamp. Tables come from ``<results>/evaluation/`` (table1.md, table2.md,
+table3.md, bottleneck.md, responds.csv). ``--write`` replaces the "## Evaluation" section's
+"### Default run" block of BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections import defaultdict
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import pandas as pd  # noqa: E402
+
+from tada.io import replace_subsection  # noqa: E402
+
+TITLE = "### Default run of the evaluation"
+STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]$")
+
+
+def rule_times(log: Path) -> tuple[dict[str, list[float]], float]:
+    """Per rule: wall seconds of each job; and the run's wall seconds."""
+    now, starts, rules, out = None, {}, {}, defaultdict(list)
+    first = last = None
+    pending_rule = None
+    for line in log.read_text().splitlines():
+        m = STAMP.match(line.strip())
+        if m:
+            now = datetime.strptime(m.group(1), "%a %b %d %H:%M:%S %Y")
+            first = first or now
+            last = now
+            continue
+        s = line.strip()
+        if re.match(r"^(local)?(rule|checkpoint) \w+:$", s):
+            pending_rule = s.split()[1].rstrip(":")
+        elif s.startswith("jobid:") and pending_rule:
+            jid = int(s.split()[1])
+            starts[jid], rules[jid] = now, pending_rule
+            pending_rule = None
+        elif s.startswith("Finished jobid:"):
+            jid = int(s.split()[2])
+            if jid in starts and starts[jid] is not None and now is not None:
+                out[rules[jid]].append((now - starts[jid]).total_seconds())
+    return dict(out), (last - first).total_seconds() if first and last else float("nan")
+
+
+def summarize(results: Path, log: Path, note: str | None) -> list[str]:
+    times, wall = rule_times(log)
+    lines = [note, ""] if note else []
+    lines.append(f"Snakemake log `{log.name}`: {sum(len(v) for v in times.values())} jobs, "
+                 f"{wall / 60:.1f} min of wall time from first to last job.")
+    lines.append("")
+    lines.append("| rule | jobs | job time, summed (min) | median per job (s) |")
+    lines.append("|---|---|---|---|")
+    for rule, ts in sorted(times.items(), key=lambda kv: -sum(kv[1])):
+        lines.append(f"| {rule} | {len(ts)} | {sum(ts) / 60:.1f} | {pd.Series(ts).median():.0f} |")
+    ev = results / "evaluation"
+    for name, title in (("table1.md", "Table 1 (averaged over concepts)"), ("table2.md", "Table 2"),
+                        ("bottleneck.md", "Bottleneck test"), ("table3.md", "Table 3")):
+        path = ev / name
+        if path.exists():
+            lines += ["", f"**{title}** (`{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}`)", "",
+                      path.read_text().strip()]
+    resp = ev / "responds.csv"
+    if resp.exists():
+        r = pd.read_csv(resp)
+        lines += ["", "**Does the model respond to the concept** (PCI's alignment gain at |α| = T, mean ± SE):", ""]
+        lines.append("; ".join(f"{x.concept} {x.pci_gain:+.3f} ± {x.pci_gain_se:.3f}"
+                               f"{'' if x.responds else ' (no)'}" for x in r.itertuples()) + ".")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--results", default=str(ROOT / "results" / "embedded"))
+    parser.add_argument("--log", default=None)
+    parser.add_argument("--note", default=None)
+    parser.add_argument("--write", action="store_true")
+    args = parser.parse_args()
+    log = Path(args.log) if args.log else max((ROOT / ".snakemake" / "log").glob("*.snakemake.log"))
+    lines = summarize(Path(args.results), log, args.note)
+    print(TITLE)
+    print("\n".join(lines))
+    if args.write:
+        replace_subsection(ROOT / "BENCHMARKS.md", "## Evaluation", TITLE, lines)
+
+
+if __name__ == "__main__":
+    main()

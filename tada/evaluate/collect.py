@@ -1,0 +1,120 @@
+"""From per-clip scores to the tables' inputs.
+
+* :func:`per_alpha`: one row per (method, concept, α) with the mean over evaluation prompts of
+  the preservation distance and of every alignment score; the α = 0 row (preservation 0,
+  alignment of the unsteered clips) is added to every method's curve.
+* :func:`responds`: does the model do the concept at all? The alignment gain of global PCI at
+  |α| = T (the prompt itself switched), g = mean over prompts and both directions of
+  sign·(s(±T) − s(0)), with its standard error over those values; a concept responds when
+  g > 2·SE.
+* :func:`frechet_quality`: the Fréchet distance, in the CLAP audio-embedding space, between the
+  clips of each method variant at each α bucket (the k-th α of its grid, both directions and
+  all concepts pooled) and a reference set of real (rendered) clips.
+* :func:`descriptor_correlation`: Pearson r between each alignment score and each external
+  descriptor over all clips of a concept (the paper's table 8).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from tada.scorers.frechet import frechet_distance
+
+DESCRIPTOR_COLUMNS = ("onset_rate", "spectral_centroid", "pitch_register")
+
+
+def align_columns(frame: pd.DataFrame) -> list[str]:
+    return [c for c in frame.columns if c.startswith("align_") and "__" not in c]
+
+
+def baseline_for(baseline: pd.DataFrame, concept: str) -> pd.DataFrame:
+    """The α = 0 scores with one concept's alignment columns renamed to ``align_<scorer>``."""
+    suffix = f"__{concept}"
+    cols = {c: c[: -len(suffix)] for c in baseline.columns if c.startswith("align_") and c.endswith(suffix)}
+    if not cols:
+        raise KeyError(f"the α = 0 scores have no alignment columns for concept '{concept}'")
+    keep = ["prompt_id", "seed", "alpha", "preservation", *DESCRIPTOR_COLUMNS]
+    return baseline[[c for c in keep if c in baseline.columns] + list(cols)].rename(columns=cols)
+
+
+def per_alpha(scores: Mapping[tuple[str, str], pd.DataFrame], baseline: pd.DataFrame,
+              prompt_ids: Sequence[str] | None = None) -> pd.DataFrame:
+    """Mean over prompts per (method, concept, α) of preservation and alignment; `scores` maps
+    (method, concept) to that sweep's per-clip scores. `prompt_ids` restricts the prompts."""
+    out = []
+    for (method, concept), frame in scores.items():
+        base = baseline_for(baseline, concept)
+        both = pd.concat([base.assign(alpha=0.0), frame], ignore_index=True)
+        if prompt_ids is not None:
+            both = both[both["prompt_id"].isin(list(prompt_ids))]
+        cols = ["preservation", *align_columns(frame)]
+        mean = both.groupby("alpha", as_index=False)[cols].mean()
+        mean.insert(0, "concept", concept)
+        mean.insert(0, "method", method)
+        mean["n_prompts"] = both.groupby("alpha")["prompt_id"].nunique().to_numpy()
+        out.append(mean)
+    frame = pd.concat(out, ignore_index=True)
+    return frame.sort_values(["method", "concept", "alpha"], kind="stable").reset_index(drop=True)
+
+
+def responds(pci_scores: Mapping[str, pd.DataFrame], baseline: pd.DataFrame, steps: int,
+             scorer: str) -> pd.DataFrame:
+    """Per concept: PCI's alignment gain at |α| = T (`scorer`'s column), its SE and the flag."""
+    rows = []
+    for concept, frame in pci_scores.items():
+        base = baseline_for(baseline, concept).set_index(["prompt_id", "seed"])[f"align_{scorer}"]
+        gains = []
+        for sign in (1, -1):
+            full = frame[frame["alpha"] == sign * steps]
+            for rec in full.itertuples(index=False):
+                gains.append(sign * (getattr(rec, f"align_{scorer}") - base[(rec.prompt_id, rec.seed)]))
+        g = np.asarray(gains, dtype=float)
+        mean = float(g.mean()) if g.size else float("nan")
+        se = float(g.std(ddof=1) / np.sqrt(g.size)) if g.size > 1 else float("nan")
+        rows.append({"concept": concept, "scorer": scorer, "pci_gain": mean, "pci_gain_se": se, "n": int(g.size),
+                     "responds": bool(g.size > 1 and mean > 2 * se)})
+    return pd.DataFrame(rows)
+
+
+def alpha_buckets(frame: pd.DataFrame) -> pd.Series:
+    """1-based rank of |α| within the sweep's grid (both directions share a rank)."""
+    mags = frame["alpha"].abs()
+    order = {a: i + 1 for i, a in enumerate(sorted(set(mags[mags > 0])))}
+    return mags.map(lambda a: order.get(a, 0))
+
+
+def frechet_quality(embeddings: Mapping[tuple[str, str], tuple[pd.DataFrame, np.ndarray]],
+                    baseline: tuple[pd.DataFrame, np.ndarray], reference: np.ndarray) -> pd.DataFrame:
+    """Fréchet distance to `reference` per method variant and α bucket (bucket 0 = the α = 0
+    clips, shared by every method), concepts and directions pooled."""
+    pooled: dict[tuple[str, int], list[np.ndarray]] = {}
+    for (method, _concept), (frame, emb) in embeddings.items():
+        buckets = alpha_buckets(frame).to_numpy()
+        for b in np.unique(buckets):
+            pooled.setdefault((method, int(b)), []).append(emb[buckets == b])
+    rows = [{"method": "none", "bucket": 0, "n": len(baseline[1]),
+             "frechet": frechet_distance(baseline[1], reference)}]
+    for (method, b), parts in sorted(pooled.items()):
+        emb = np.concatenate(parts)
+        rows.append({"method": method, "bucket": b, "n": len(emb), "frechet": frechet_distance(emb, reference)})
+    return pd.DataFrame(rows)
+
+
+def descriptor_correlation(clips: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """Pearson r between every alignment column and every descriptor, per concept (`clips` maps
+    a concept to all its per-clip scores, every method and the α = 0 clips together)."""
+    rows = []
+    for concept, frame in clips.items():
+        for col in align_columns(frame):
+            for desc in DESCRIPTOR_COLUMNS:
+                if desc not in frame:
+                    continue
+                x, y = frame[col].to_numpy(float), frame[desc].to_numpy(float)
+                ok = np.isfinite(x) & np.isfinite(y)
+                r = float(np.corrcoef(x[ok], y[ok])[0, 1]) if ok.sum() > 2 and np.std(y[ok]) > 0 else float("nan")
+                rows.append({"concept": concept, "scorer": col[len("align_"):], "descriptor": desc,
+                             "pearson_r": r, "n": int(ok.sum())})
+    return pd.DataFrame(rows)

@@ -1,0 +1,80 @@
+"""Cutoff, calibration search steps and the aggregation of per-clip scores, on worked examples."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tada.evaluate.calibrate import _next_alpha, pci_cutoffs
+from tada.evaluate.collect import alpha_buckets, descriptor_correlation, per_alpha, responds
+from tada.evaluate.pipeline import combination_alpha_max
+
+
+def scores(alphas, pres, align, prompts=("p0", "p1")):
+    rows = []
+    for pid in prompts:
+        for a, d, s in zip(alphas, pres, align):
+            rows.append({"prompt_id": pid, "seed": 0, "alpha": a, "preservation": d, "align_clap": s})
+    return pd.DataFrame(rows)
+
+
+def test_cutoff_is_the_smallest_of_the_pci_maxima_per_direction():
+    a = scores([-2, -1, 1, 2], [0.4, 0.1, 0.2, 0.6], [0, 0, 0, 0])
+    b = scores([-2, -1, 1, 2], [0.3, 0.5, 0.1, 0.9], [0, 0, 0, 0])
+    # pos: max(a) = 0.6, max(b) = 0.9 -> 0.6; neg: max(a) = 0.4, max(b) = 0.5 -> 0.4
+    assert pci_cutoffs({"pci": a, "pci_localized": b}) == {"pos": 0.6, "neg": 0.4}
+    with pytest.raises(ValueError, match="no neg"):
+        pci_cutoffs({"pci": a[a["alpha"] > 0]})
+
+
+def test_search_step_interpolates_log_alpha_inside_a_bracket_and_extends_outside():
+    # d(1) = 0.2, d(4) = 0.6, cutoff 0.4 -> halfway in log α: sqrt(1 * 4) = 2
+    alpha, inside = _next_alpha([(1.0, 0.2), (4.0, 0.6)], 0.4, 4.0)
+    assert inside and alpha == pytest.approx(2.0)
+    # all below: extend by factor² past the largest α; all above: shrink below the smallest
+    assert _next_alpha([(1.0, 0.1), (4.0, 0.2)], 0.4, 4.0) == (64.0, False)
+    assert _next_alpha([(1.0, 0.5), (4.0, 0.9)], 0.4, 4.0) == (1 / 16, False)
+
+
+def test_per_alpha_adds_the_shared_alpha_zero_row_and_averages_prompts():
+    base = pd.DataFrame({"prompt_id": ["p0", "p1"], "seed": [0, 0], "alpha": [0.0, 0.0],
+                         "preservation": [0.0, 0.0], "align_clap__tempo": [0.1, 0.3]})
+    sweep = scores([-1, 1], [0.2, 0.4], [0.0, 0.5])
+    sweep.loc[sweep["prompt_id"] == "p1", "align_clap"] += 0.2
+    out = per_alpha({("caa", "tempo"): sweep}, base)
+    assert out["alpha"].tolist() == [-1.0, 0.0, 1.0]
+    zero = out[out["alpha"] == 0].iloc[0]
+    assert zero["preservation"] == 0 and zero["align_clap"] == pytest.approx(0.2)
+    assert out[out["alpha"] == 1]["align_clap"].iloc[0] == pytest.approx(0.6)  # (0.5 + 0.7) / 2
+
+
+def test_pci_response_gain_and_flag():
+    base = pd.DataFrame({"prompt_id": ["p0", "p1"], "seed": [0, 0], "alpha": [0.0, 0.0],
+                         "preservation": [0.0, 0.0], "align_clap__tempo": [0.2, 0.2]})
+    pci = scores([-30, 30], [0.5, 0.5], [0.0, 0.6])
+    pci.loc[pci["prompt_id"] == "p1", "align_clap"] += [0.02, -0.02]
+    # gains: p0 +0.4 (pos) +0.2 (neg); p1 +0.38, +0.18 -> mean 0.29, SE small -> responds
+    r = responds({"tempo": pci}, base, 30, "clap").iloc[0]
+    assert r["pci_gain"] == pytest.approx(0.29) and r["n"] == 4 and bool(r["responds"])
+    flat = scores([-30, 30], [0.5, 0.5], [0.25, 0.15])
+    assert not bool(responds({"tempo": flat}, base, 30, "clap").iloc[0]["responds"])
+
+
+def test_alpha_buckets_rank_magnitudes_and_descriptor_correlation_is_pearson():
+    frame = pd.DataFrame({"alpha": [-2.0, -1.0, 1.0, 2.0, 0.0]})
+    assert alpha_buckets(frame).tolist() == [2, 1, 1, 2, 0]
+    x = np.array([1.0, 2.0, 3.0, 4.0])
+    clips = {"tempo": pd.DataFrame({"align_clap": x, "onset_rate": 2 * x + 1})}
+    r = descriptor_correlation(clips)
+    assert r.iloc[0]["pearson_r"] == pytest.approx(1.0) and r.iloc[0]["n"] == 4
+
+
+def test_combination_range_is_the_smallest_constituent_range_in_each_terms_direction():
+    cal = {"piano": {"variants": {"caa": {"pos": {"alpha_max": 3.0}, "neg": {"alpha_max": 9.0}}}},
+           "tempo": {"variants": {"caa": {"pos": {"alpha_max": 8.0}, "neg": {"alpha_max": 2.5}}}}}
+    assert combination_alpha_max([("piano", 1), ("tempo", -1)], cal, "caa") == 2.5
+    assert combination_alpha_max([("piano", 1), ("tempo", 1)], cal, "caa") == 3.0
+    assert math.isfinite(combination_alpha_max([("piano", -1)], cal, "caa"))
