@@ -64,7 +64,7 @@ def test_pci_response_gain_and_flag():
 
 
 def test_alpha_buckets_rank_magnitudes_and_descriptor_correlation_is_pearson():
-    frame = pd.DataFrame({"alpha": [-2.0, -1.0, 1.0, 2.0, 0.0]})
+    frame = pd.DataFrame({"alpha": [-2.0, -1.0, 0.5, 3.0, 0.0]})
     assert alpha_buckets(frame).tolist() == [2, 1, 1, 2, 0]
     x = np.array([1.0, 2.0, 3.0, 4.0])
     clips = {"tempo": pd.DataFrame({"align_clap": x, "onset_rate": 2 * x + 1})}

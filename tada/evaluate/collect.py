@@ -80,10 +80,14 @@ def responds(pci_scores: Mapping[str, pd.DataFrame], baseline: pd.DataFrame, ste
 
 
 def alpha_buckets(frame: pd.DataFrame) -> pd.Series:
-    """1-based rank of |α| within the sweep's grid (both directions share a rank)."""
-    mags = frame["alpha"].abs()
-    order = {a: i + 1 for i, a in enumerate(sorted(set(mags[mags > 0])))}
-    return mags.map(lambda a: order.get(a, 0))
+    """1-based rank of |α| within its direction's grid (the k-th α of each side share bucket k;
+    α = 0 is bucket 0)."""
+    out = pd.Series(0, index=frame.index)
+    for sign in (1, -1):
+        side = frame["alpha"][np.sign(frame["alpha"]) == sign].abs()
+        order = {a: i + 1 for i, a in enumerate(sorted(set(side)))}
+        out[side.index] = side.map(order)
+    return out
 
 
 def frechet_quality(embeddings: Mapping[tuple[str, str], tuple[pd.DataFrame, np.ndarray]],
