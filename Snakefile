@@ -1,6 +1,8 @@
 # tada: localize and steer musical concepts in text-to-music diffusion models.
 # Thin by design: every rule calls the `tada` library through a short workflow script.
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
+
+from tada.config import validate_config
 
 min_version("9.0")
 
@@ -8,7 +10,9 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
-validate(config, "schemas/config.schema.yaml")
+# The one validation: schemas/config.schema.yaml, defaults filled, each model block's and scorer's
+# keys checked against its backend / kind (tada.config.validate_config).
+validate_config(config, source="config")
 
 
 report: "report/workflow.rst"
@@ -20,6 +24,7 @@ include: "rules/prompts.smk"
 include: "rules/cache.smk"
 include: "rules/localize.smk"
 include: "rules/vectors.smk"
+include: "rules/sae.smk"
 include: "rules/sweeps.smk"
 include: "rules/evaluate.smk"
 

@@ -1,17 +1,24 @@
 # Shared helpers: the studied model, its resources, and the target lists.
 import json
+import os
 from pathlib import Path
 
-from tada.config import validate_config
 from tada.io import input_files
-
-validate_config(config, source="config")
 
 MODEL = config["model"]
 MODEL_CFG = config["models"][MODEL]
 ON_GPU = str(MODEL_CFG.get("device", "cpu")).startswith("cuda")
 RESULTS = f"results/{MODEL}"
 ENV = "../envs/tada.yaml"
+# The conda env's post-deploy script installs tada from this checkout (envs/tada.post-deploy.sh);
+# envvars also hands the variable on to cluster jobs.
+os.environ["TADA_ROOT"] = str(Path(workflow.basedir).resolve())
+
+
+envvars:
+    "TADA_ROOT",
+
+
 THREADS = config.get("threads", 2)
 
 # Rules that run the model ask for a GPU when the model is configured for CUDA.
@@ -33,6 +40,6 @@ def optional_targets(name):
 
 def all_targets():
     out = []
-    for stage in ("prompts", "cache", "localize", "vectors", "sweeps", "evaluate"):
+    for stage in ("prompts", "cache", "localize", "vectors", "sae", "sweeps", "evaluate"):
         out += optional_targets(stage)
     return out

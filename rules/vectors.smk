@@ -1,8 +1,9 @@
-# Steering vectors: CAA, AUSteer and SAE per concept x layer set, and multi-concept combinations.
+# Steering vectors: CAA and AUSteer per concept x layer set, and multi-concept combinations of
+# every method (the SAE rules are in rules/sae.smk).
 # One vector alone: snakemake --cores 2 results/<model>/vectors/caa/localized/tempo.safetensors
 #
 # layer_sets (checkpoint) resolves global / localized / ablated once; the per-layer SAE jobs
-# are expanded from its output. AUSteer scores and SAE feature statistics do not depend on the
+# (rules/sae.smk) are expanded from its output. AUSteer scores and SAE feature statistics do not depend on the
 # layer set and are computed once per concept; combinations sum them (or the CAA vectors).
 
 from tada.steering.build import combination_terms, read_plan
@@ -23,13 +24,6 @@ COMBINATIONS = combination_terms(
 
 _manifest = lambda concept: f"{RESULTS}/activations/contrastive_{concept}.json"
 
-# Layers that get an SAE, known once the layer_sets checkpoint has run.
-_sae_layers = lambda wildcards: read_plan(checkpoints.layer_sets.get().output[0])["sae_layers"]
-
-_sae_weights = lambda wildcards: {
-    f"layer{i}": f"{SAE_DIR}/shared/layer{i}.safetensors" for i in _sae_layers(wildcards)
-}
-
 # Per-concept inputs of a combination: CAA vectors, AUSteer scores or SAE feature statistics.
 _TERM_FILES = {
     "caa": f"{RESULTS}/vectors/caa/{{layerset}}/{{concept}}.safetensors",
@@ -41,24 +35,13 @@ _term_inputs = lambda wc: {
     for c, _ in COMBINATIONS[wc.combination]
 }
 
-# Targets of this stage for `rule all`: every method x layer set x concept/combination.
-vectors_targets = lambda: (
-    expand(
-        f"{RESULTS}/vectors/{{method}}/{{layerset}}/{{name}}.safetensors",
-        method=[m for m in METHODS if m != "sae"],
-        layerset=VECTOR_LAYER_SETS,
-        name=list(STEERING) + list(COMBINATIONS),
-    )
-    + (
-        expand(
-            f"{RESULTS}/vectors/sae/{{layerset}}/{{name}}.safetensors",
-            layerset=[s for s in VECTOR_LAYER_SETS if s in SAE_LAYER_SETS],
-            name=list(STEERING) + list(COMBINATIONS),
-        )
-        + [f"{SAE_DIR}/sae_metrics.csv"]
-        if "sae" in METHODS
-        else []
-    )
+# Targets of this stage for `rule all`: every method x layer set x concept/combination
+# (SAE vectors are listed by rules/sae.smk).
+vectors_targets = lambda: expand(
+    f"{RESULTS}/vectors/{{method}}/{{layerset}}/{{name}}.safetensors",
+    method=[m for m in METHODS if m != "sae"],
+    layerset=VECTOR_LAYER_SETS,
+    name=list(STEERING) + list(COMBINATIONS),
 )
 
 
@@ -146,86 +129,6 @@ rule austeer:
         ENV
     script:
         "../workflow_scripts/austeer.py"
-
-
-rule sae_train:
-    input:
-        manifests=[_manifest(c) for c in STEERING],
-        plan=LAYER_PLAN,
-    output:
-        weights=f"{SAE_DIR}/shared/layer{{layer}}.safetensors",
-        metrics=f"{SAE_DIR}/shared/layer{{layer}}_metrics.csv",
-    log:
-        log("vectors/sae_train_layer{layer}"),
-    wildcard_constraints:
-        layer=r"\d+",
-    params:
-        sae=STEER["sae"],
-        device=MODEL_CFG.get("device", "cpu"),
-    threads: THREADS
-    resources:
-        gpu=GPU,
-    conda:
-        ENV
-    script:
-        "../workflow_scripts/sae_train.py"
-
-
-rule sae_metrics:
-    input:
-        lambda wc: [f"{SAE_DIR}/shared/layer{i}_metrics.csv" for i in _sae_layers(wc)],
-    output:
-        f"{SAE_DIR}/sae_metrics.csv",
-    log:
-        log("vectors/sae_metrics"),
-    threads: 1
-    resources:
-        gpu=0,
-    conda:
-        ENV
-    script:
-        "../workflow_scripts/sae_train.py"
-
-
-rule sae_scores:
-    input:
-        unpack(_sae_weights),
-        manifest=_manifest("{concept}"),
-    output:
-        f"{SAE_DIR}/scores/{{concept}}.safetensors",
-    log:
-        log("vectors/sae_scores_{concept}"),
-    wildcard_constraints:
-        concept="|".join(STEERING) or "(?!)",
-    threads: THREADS
-    resources:
-        gpu=0,
-    conda:
-        ENV
-    script:
-        "../workflow_scripts/sae_vector.py"
-
-
-rule sae_vector:
-    input:
-        unpack(_sae_weights),
-        stats=f"{SAE_DIR}/scores/{{concept}}.safetensors",
-        plan=LAYER_PLAN,
-    output:
-        f"{RESULTS}/vectors/sae/{{layerset}}/{{concept}}.safetensors",
-    log:
-        log("vectors/sae_{layerset}_{concept}"),
-    wildcard_constraints:
-        concept="|".join(STEERING) or "(?!)",
-    params:
-        top_features=STEER["sae"]["top_features"],
-    threads: 1
-    resources:
-        gpu=0,
-    conda:
-        ENV
-    script:
-        "../workflow_scripts/sae_vector.py"
 
 
 rule combine:

@@ -135,3 +135,47 @@ def test_one_concept_calibration_needs_only_that_concept_sweeps(workdir):
     counts = job_counts(res.stdout)
     assert counts["sweep_calibrated"] == 1 and counts["calibrate"] == 1 and counts["sweep_fixed"] == 1
     assert "evaluate" not in counts and "sweep_combination" not in counts
+
+
+def test_default_profile_schedules_model_rules_on_cuda(workdir):
+    """A CUDA model under the default profile: the model rules are started holding the one GPU
+    the profile offers (gpu=1), not scaled down to gpu=0. The job itself fails here (no CUDA and
+    a placeholder prompt table), which shows that it was scheduled and ran, with its traceback
+    in the rule's log."""
+    prompts = workdir / "results/prompts/tempo/contrastive.csv"
+    prompts.parent.mkdir(parents=True, exist_ok=True)
+    prompts.write_text("prompt\n")
+    cuda = '{"embedded": {"backend": "embedded", "path": "data/embedded_model", "device": "cuda"}}'
+    out = snakemake(workdir, "results/embedded/activations/contrastive_tempo.json",
+                    "--profile", str(ROOT / "profiles" / "default"), "--cores", "1",
+                    "--config", f"models={cuda}", "--allowed-rules", "cache_activations")
+    text = out.stdout + out.stderr
+    job = text[text.index("rule cache_activations:"):]
+    assert "gpu=1" in job.split("Error in rule")[0], text[-2000:]
+    assert "Error in rule cache_activations" in text, text[-2000:]
+    log = (workdir / "logs/embedded/cache/contrastive_tempo.log").read_text()
+    assert "Traceback" in log and "contrastive table lacks column" in log
+
+
+def test_conda_env_installs_tada_from_the_checkout_wherever_it_is_deployed(tmp_path):
+    """envs/tada.yaml names no relative path (Snakemake copies it under .snakemake/conda/); its
+    post-deploy script installs the checkout named by TADA_ROOT, from any working directory."""
+    env = yaml.safe_load((ROOT / "envs" / "tada.yaml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert not [p for p in pip if ".." in p or p.startswith("-e")]
+    assert "os.environ[\"TADA_ROOT\"]" in (ROOT / "rules" / "common.smk").read_text()
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "python").write_text('#!/bin/sh\necho "$@" > "$CALLS"\n')
+    (bindir / "python").chmod(0o755)
+    elsewhere = tmp_path / "deploy"
+    elsewhere.mkdir()
+    script = ROOT / "envs" / "tada.post-deploy.sh"
+    base = {"PATH": f"{bindir}:/usr/bin:/bin", "CALLS": str(tmp_path / "calls")}
+    ok = subprocess.run(["bash", str(script)], cwd=elsewhere, capture_output=True, text=True,
+                        env={**base, "TADA_ROOT": str(ROOT)})
+    assert ok.returncode == 0, ok.stderr
+    assert (tmp_path / "calls").read_text().split()[-2:] == ["-e", str(ROOT)]
+    bad = subprocess.run(["bash", str(script)], cwd=elsewhere, capture_output=True, text=True,
+                         env={**base, "TADA_ROOT": str(elsewhere)})
+    assert bad.returncode != 0 and "TADA_ROOT" in bad.stderr

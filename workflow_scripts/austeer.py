@@ -2,10 +2,10 @@
 top-k vector of one layer set cut from them (rule austeer)."""
 import logging
 
+from tada.io import rule_logging
 from tada.steering.build import build_austeer, build_austeer_scores, read_plan
 
-logging.basicConfig(filename=snakemake.log[0], level=logging.INFO,
-                    format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+rule_logging(snakemake)
 concept = snakemake.wildcards.concept
 if snakemake.rule == "austeer_scores":
     build_austeer_scores(snakemake.input.manifest, concept, snakemake.output[0])

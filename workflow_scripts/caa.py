@@ -1,10 +1,10 @@
 """CAA vector of one concept on one layer set (rule caa)."""
 import logging
 
+from tada.io import rule_logging
 from tada.steering.build import build_caa, read_plan
 
-logging.basicConfig(filename=snakemake.log[0], level=logging.INFO,
-                    format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+rule_logging(snakemake)
 concept, layer_set = snakemake.wildcards.concept, snakemake.wildcards.layerset
 vector = build_caa(snakemake.input.manifest, read_plan(snakemake.input.plan), concept, layer_set,
                    normalize=snakemake.params.normalize)

@@ -6,11 +6,10 @@ import pandas as pd
 import torch
 
 from tada.cache import build_store, contrastive_samples, write_manifest
+from tada.io import rule_logging
 from tada.models import load_model
 
-logging.basicConfig(filename=snakemake.log[0], level=logging.INFO,
-                    format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-torch.set_num_threads(snakemake.threads)
+rule_logging(snakemake)
 cfg, mcfg = snakemake.params.cache, snakemake.params.model
 samples = contrastive_samples(pd.read_csv(snakemake.input.prompts, keep_default_na=False), cfg["seeds"])
 model = load_model(mcfg, key=f"models.{snakemake.config['model']}")

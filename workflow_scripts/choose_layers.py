@@ -3,11 +3,10 @@ import json
 import logging
 
 from tada.figures import plot_impact_heatmap
-from tada.io import write_json
+from tada.io import rule_logging, write_json
 from tada.localize import choose_layers, impact_matrix, read_impact
 
-logging.basicConfig(filename=snakemake.log[0], level=logging.INFO,
-                    format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+rule_logging(snakemake)
 concepts = list(snakemake.params.concepts)
 impacts = {c: read_impact(p) for c, p in zip(concepts, snakemake.input.impacts)}
 summaries = {c: json.loads(open(p).read()) for c, p in zip(concepts, snakemake.input.summaries)}

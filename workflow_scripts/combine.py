@@ -1,10 +1,10 @@
 """Multi-concept vector of one combination, method and layer set (rule combine)."""
 import logging
 
+from tada.io import rule_logging
 from tada.steering.build import build_combination, read_plan
 
-logging.basicConfig(filename=snakemake.log[0], level=logging.INFO,
-                    format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+rule_logging(snakemake)
 terms = [(concept, int(sign)) for concept, sign in snakemake.params.terms]
 inputs = {concept: snakemake.input[concept] for concept, _ in terms}
 saes = {int(k[len("layer"):]): v for k, v in snakemake.input.items() if k.startswith("layer")}

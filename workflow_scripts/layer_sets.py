@@ -1,11 +1,10 @@
 """Resolve the global / localized / ablated layer sets and the layers that get an SAE (checkpoint layer_sets)."""
 import logging
 
-from tada.io import write_json
+from tada.io import rule_logging, write_json
 from tada.steering.build import plan_layer_sets
 
-logging.basicConfig(filename=snakemake.log[0], level=logging.INFO,
-                    format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+rule_logging(snakemake)
 functional = snakemake.input.functional[0] if snakemake.input.functional else None
 plan = plan_layer_sets(snakemake.input.manifest, functional, override=snakemake.params.override,
                        names=snakemake.params.names, sae_layer_sets=snakemake.params.sae_layer_sets)

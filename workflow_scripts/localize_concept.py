@@ -4,14 +4,13 @@ from pathlib import Path
 
 import torch
 
+from tada.io import rule_logging
 from tada.localize import localize_concept
 from tada.models import load_model
 from tada.prompts import load_concepts, read_pairs
 from tada.scorers import load_scorer
 
-logging.basicConfig(filename=snakemake.log[0], level=logging.INFO,
-                    format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-torch.set_num_threads(snakemake.threads)
+rule_logging(snakemake)
 cfg, mcfg = snakemake.params.localize, snakemake.params.model
 concept = load_concepts(snakemake.input.concepts).localization(snakemake.wildcards.concept)
 pairs = read_pairs(snakemake.input.pairs)

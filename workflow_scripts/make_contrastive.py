@@ -1,11 +1,10 @@
 """Contrastive (+/-) prompts of one steering concept from the base prompts (rule make_contrastive)."""
 import logging
 
-from tada.io import write_csv
+from tada.io import rule_logging, write_csv
 from tada.prompts import contrastive_prompts, load_concepts, load_prompt_list
 
-logging.basicConfig(filename=snakemake.log[0], level=logging.INFO,
-                    format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+rule_logging(snakemake)
 concept = load_concepts(snakemake.input.concepts).steering(snakemake.wildcards.concept)
 bases = load_prompt_list(snakemake.input.bases)
 table = contrastive_prompts(concept, bases)

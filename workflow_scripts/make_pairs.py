@@ -2,10 +2,10 @@
 import json
 import logging
 
+from tada.io import rule_logging
 from tada.prompts import build_pairs, load_concepts, read_captions, write_pairs
 
-logging.basicConfig(filename=snakemake.log[0], level=logging.INFO,
-                    format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+rule_logging(snakemake)
 concept = load_concepts(snakemake.input.concepts).localization(snakemake.wildcards.concept)
 captions = read_captions(snakemake.input.captions)
 pairs, report = build_pairs(captions, concept, max_pairs=snakemake.params.max_pairs,

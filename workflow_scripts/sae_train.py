@@ -5,10 +5,9 @@ import logging
 import pandas as pd
 import torch
 
-from tada.io import write_csv
+from tada.io import rule_logging, write_csv
 
-logging.basicConfig(filename=snakemake.log[0], level=logging.INFO,
-                    format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+rule_logging(snakemake)
 if snakemake.rule == "sae_metrics":
     table = pd.concat([pd.read_csv(p) for p in snakemake.input], ignore_index=True)
     write_csv(snakemake.output[0], table.sort_values("layer"))

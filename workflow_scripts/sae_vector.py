@@ -4,11 +4,10 @@ import logging
 
 import torch
 
+from tada.io import rule_logging
 from tada.steering.build import build_sae_stats, build_sae_vector, read_plan
 
-logging.basicConfig(filename=snakemake.log[0], level=logging.INFO,
-                    format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-torch.set_num_threads(snakemake.threads)
+rule_logging(snakemake)
 concept = snakemake.wildcards.concept
 saes = {int(k[len("layer"):]): v for k, v in snakemake.input.items() if k.startswith("layer")}
 if snakemake.rule == "sae_scores":

@@ -3,8 +3,9 @@ import logging
 from pathlib import Path
 
 from tada.embedded.train import train_from_config
+from tada.io import rule_logging
 
-logging.basicConfig(filename=snakemake.log[0], level=logging.INFO)
+rule_logging(snakemake)
 settings = {"seed": snakemake.params.seed}
 if snakemake.params.steps:
     settings.update(steps=int(snakemake.params.steps), minutes=None)

@@ -1,7 +1,9 @@
 """Backends behind the :class:`~tada.models.base.SteerableModel` protocol.
 
-``load_model(cfg)`` builds a backend from a model's config block (see ``config.yaml``):
-``backend`` picks the class, the other keys are passed to its ``from_config``.
+``load_model(cfg)`` builds a backend from a model's config block (see ``config.yaml``): the block
+is checked against the config schema (the one list of the keys each backend reads, with their
+defaults: :func:`tada.config.check_block`), ``backend`` picks the class, and the checked block,
+defaults filled, goes to its ``from_config``.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import Any, Mapping
 
+from ..config import check_block
 from .base import CrossAttentionLayer, Generation, SteerableModel, resolve_device, resolve_dtype
 from .interventions import (AddVector, Ablate, Capture, Intervention, PatchKV, SwapCondition,
                             apply_interventions)
@@ -38,7 +41,7 @@ def load_model(cfg: Mapping[str, Any], key: str = "model") -> SteerableModel:
     if "backend" not in cfg:
         raise KeyError(f"{key}: missing required key 'backend'")
     cls = backend_class(cfg["backend"])
-    return cls.from_config(dict(cfg), key=key)  # type: ignore[attr-defined]
+    return cls.from_config(check_block(cfg, "model", key), key=key)  # type: ignore[attr-defined]
 
 
 __all__ = [

@@ -45,15 +45,9 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from ._diffusers import audio_to_numpy, check_config_keys, find_modules
+from ._diffusers import audio_to_numpy, find_modules
 from .base import Generation, SteerableModel, resolve_device, resolve_dtype, weight_files_under
 
-KEYS = frozenset({
-    "backend", "path", "device", "dtype", "batch_size", "steps", "guidance", "duration",
-    "loader", "generate_fn", "denoiser", "layer_patterns", "cfg_branches", "token_count_fn",
-    "encode_fn", "step_method", "text_outside_cross_attention", "sample_rate",
-})
-REQUIRED = ("loader", "generate_fn", "denoiser", "layer_patterns")
 BRANCHES = ("cond", "uncond")
 
 
@@ -138,7 +132,7 @@ class GenericModel(SteerableModel):
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any], key: str = "model") -> "GenericModel":
-        opts = check_config_keys(cfg, key, KEYS, required=REQUIRED)
+        opts = dict(cfg)  # checked against the schema by load_model (tada.config.check_block)
         opts.pop("backend", None)
         path = opts.pop("path", None)
         if path is not None and not Path(path).expanduser().exists():

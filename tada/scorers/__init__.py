@@ -8,7 +8,8 @@
   (``path``, default ``data/embedded_classifiers``);
 * ``muq``: MuQ-MuLan (needs the optional ``muq`` package, which does not import here).
 
-Other keys: ``device`` (clap, muq), ``batch_size``.
+Other keys: ``device`` (clap, muq), ``batch_size``; the keys each kind reads, and their defaults,
+are the config schema's (``$defs.scorer``, checked by :func:`tada.config.check_block`).
 """
 
 from __future__ import annotations
@@ -16,13 +17,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
+from ..config import check_block
 from .base import Clips, Scorer, as_clips
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PATHS = {"clap": ROOT / "data" / "embedded_clap", "world": ROOT / "data" / "embedded_classifiers"}
-ALLOWED = {"clap": {"kind", "path", "device", "batch_size"},
-           "world": {"kind", "path", "batch_size"},
-           "muq": {"kind", "path", "device", "batch_size"}}
 
 SCORERS: dict[str, str] = {
     "clap": "tada.scorers.clap:ClapScorer",
@@ -44,9 +43,7 @@ def load_scorer(cfg: Mapping[str, Any] | str, key: str = "scorer") -> Scorer:
     kind = cfg.get("kind")
     if kind not in SCORERS:
         raise ValueError(f"{key}.kind: unknown scorer {kind!r}; choose one of {sorted(SCORERS)}")
-    unknown = sorted(set(cfg) - ALLOWED[kind])
-    if unknown:
-        raise KeyError(f"{key}: unknown keys for the {kind} scorer: {unknown}; allowed: {sorted(ALLOWED[kind])}")
+    cfg = check_block(cfg, "scorer", key)
     path = _resolve(cfg.get("path"), kind)
     kwargs: dict[str, Any] = {}
     if "batch_size" in cfg:
@@ -54,14 +51,14 @@ def load_scorer(cfg: Mapping[str, Any] | str, key: str = "scorer") -> Scorer:
     if kind == "clap":
         from .clap import ClapScorer
 
-        return ClapScorer(path, device=cfg.get("device", "cpu"), **kwargs)
+        return ClapScorer(path, device=cfg["device"], **kwargs)
     if kind == "world":
         from .world import WorldScorer
 
         return WorldScorer(path, **kwargs)
     from .muq import MuQScorer
 
-    return MuQScorer(cfg.get("path"), device=cfg.get("device", "cpu"), **kwargs)
+    return MuQScorer(cfg.get("path"), device=cfg["device"], **kwargs)
 
 
 __all__ = ["Clips", "SCORERS", "Scorer", "as_clips", "load_scorer"]
