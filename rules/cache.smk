@@ -18,6 +18,8 @@ rule cache_activations:
         manifest=f"{RESULTS}/activations/contrastive_{{concept}}.json",
     log:
         log("cache/contrastive_{concept}"),
+    benchmark:
+        bench("cache_activations", "{concept}")
     wildcard_constraints:
         concept="|".join(STEERING) or "(?!)",
     params:
@@ -27,6 +29,7 @@ rule cache_activations:
     threads: THREADS
     resources:
         gpu=GPU,
+        **sized("cache_activations"),
     conda:
         ENV
     script:

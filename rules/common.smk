@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 from tada.io import input_files
+from tada.resources import benchmark_path, load_resources
 
 MODEL = config["model"]
 MODEL_CFG = config["models"][MODEL]
@@ -23,6 +24,19 @@ THREADS = config.get("threads", 2)
 
 # Rules that run the model ask for a GPU when the model is configured for CUDA.
 GPU = 1 if ON_GPU else 0
+
+# Memory and run time of each rule, sized from a measured run of this model (rules/resources.yaml,
+# written by bench/rule_resources.py from the benchmark files every job leaves; see
+# tada/resources.py). A model without measured sizes gets the profile's default-resources.
+RULE_RESOURCES = load_resources(Path(workflow.basedir) / "rules" / "resources.yaml", MODEL)
+
+
+def sized(rule):
+    return RULE_RESOURCES.get(rule, {})
+
+
+def bench(rule, job="all"):
+    return benchmark_path(MODEL, rule, job)
 
 STEERING = list(config["concepts"].get("steering", []))
 LOCALIZATION = list(config["concepts"].get("localization", []))

@@ -13,12 +13,15 @@ rule train_embedded:
         config="results/embedded/train/model/config.json",
     log:
         "logs/embedded/train_embedded.log",
+    benchmark:
+        bench("train_embedded")
     params:
         seed=0,
         steps=config.get("embedded_train_steps"),
     threads: THREADS
     resources:
         gpu=0,
+        **sized("train_embedded"),
     conda:
         ENV
     script:

@@ -15,12 +15,15 @@ rule quality_reference:
         f"{EVAL_DIR}/reference_embeddings.npy",
     log:
         log("evaluate/quality_reference"),
+    benchmark:
+        bench("quality_reference")
     params:
         evaluation=EVAL,
         duration=MODEL_CFG.get("duration") or 4.0,
     threads: 1
     resources:
         gpu=0,
+        **sized("quality_reference"),
     conda:
         ENV
     script:
@@ -57,6 +60,8 @@ rule evaluate:
         heatmap=report(f"{EVAL_DIR}/heatmap.png", caption="../report/heatmap.rst", category="Figures"),
     log:
         log("evaluate/tables"),
+    benchmark:
+        bench("evaluate")
     params:
         evaluation=EVAL,
         variants=VARIANTS,
@@ -67,6 +72,7 @@ rule evaluate:
     threads: 1
     resources:
         gpu=0,
+        **sized("evaluate"),
     conda:
         ENV
     script:

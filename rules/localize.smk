@@ -20,6 +20,8 @@ rule localize_concept:
         summary=f"{RESULTS}/localize/{{concept}}/summary.json",
     log:
         log("localize/{concept}"),
+    benchmark:
+        bench("localize_concept", "{concept}")
     wildcard_constraints:
         concept="|".join(LOCALIZATION) or "(?!)",
     params:
@@ -29,6 +31,7 @@ rule localize_concept:
     threads: THREADS
     resources:
         gpu=GPU,
+        **sized("localize_concept"),
     conda:
         ENV
     script:
@@ -44,12 +47,17 @@ rule choose_layers:
         heatmap=f"{RESULTS}/localize/heatmap.png",
     log:
         log("localize/choose_layers"),
+    benchmark:
+        bench("choose_layers")
     params:
         concepts=LOCALIZATION,
         top_k=config["localize"]["top_k"],
         override=config["localize"]["layers"],
         model=MODEL,
+    localrule: True
     threads: 1
+    resources:
+        **sized("choose_layers"),
     conda:
         ENV
     script:

@@ -17,12 +17,17 @@ rule make_pairs:
         report="results/prompts/{concept}/pairs_report.json",
     log:
         "logs/prompts/make_pairs_{concept}.log",
+    benchmark:
+        bench("make_pairs", "{concept}")
     wildcard_constraints:
         concept="|".join(LOCALIZATION) or "(?!)",
     params:
         max_pairs=config["prompts"]["max_pairs"],
         seed=config["prompts"]["seed"],
+    localrule: True
     threads: 1
+    resources:
+        **sized("make_pairs"),
     conda:
         ENV
     script:
@@ -37,9 +42,14 @@ rule make_contrastive:
         "results/prompts/{concept}/contrastive.csv",
     log:
         "logs/prompts/make_contrastive_{concept}.log",
+    benchmark:
+        bench("make_contrastive", "{concept}")
     wildcard_constraints:
         concept="|".join(STEERING) or "(?!)",
+    localrule: True
     threads: 1
+    resources:
+        **sized("make_contrastive"),
     conda:
         ENV
     script:

@@ -31,6 +31,8 @@ rule sae_train:
         metrics=f"{SAE_DIR}/shared/layer{{layer}}_metrics.csv",
     log:
         log("vectors/sae_train_layer{layer}"),
+    benchmark:
+        bench("sae_train", "{layer}")
     wildcard_constraints:
         layer=r"\d+",
     params:
@@ -39,6 +41,7 @@ rule sae_train:
     threads: THREADS
     resources:
         gpu=GPU,
+        **sized("sae_train"),
     conda:
         ENV
     script:
@@ -52,9 +55,13 @@ rule sae_metrics:
         f"{SAE_DIR}/sae_metrics.csv",
     log:
         log("vectors/sae_metrics"),
+    benchmark:
+        bench("sae_metrics")
+    localrule: True
     threads: 1
     resources:
         gpu=0,
+        **sized("sae_metrics"),
     conda:
         ENV
     script:
@@ -69,11 +76,14 @@ rule sae_scores:
         f"{SAE_DIR}/scores/{{concept}}.safetensors",
     log:
         log("vectors/sae_scores_{concept}"),
+    benchmark:
+        bench("sae_scores", "{concept}")
     wildcard_constraints:
         concept="|".join(STEERING) or "(?!)",
     threads: THREADS
     resources:
         gpu=0,
+        **sized("sae_scores"),
     conda:
         ENV
     script:
@@ -89,13 +99,17 @@ rule sae_vector:
         f"{RESULTS}/vectors/sae/{{layerset}}/{{concept}}.safetensors",
     log:
         log("vectors/sae_{layerset}_{concept}"),
+    benchmark:
+        bench("sae_vector", "{layerset}_{concept}")
     wildcard_constraints:
         concept="|".join(STEERING) or "(?!)",
     params:
         top_features=STEER["sae"]["top_features"],
+    localrule: True
     threads: 1
     resources:
         gpu=0,
+        **sized("sae_vector"),
     conda:
         ENV
     script:

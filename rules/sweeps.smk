@@ -67,11 +67,14 @@ rule sweep_baseline:
         scores=f"{RESULTS}/scores/none/scores.csv",
     log:
         log("sweeps/none"),
+    benchmark:
+        bench("sweep_baseline")
     params:
         **_params,
     threads: 1
     resources:
         gpu=GPU,
+        **sized("sweep_baseline"),
     conda:
         ENV
     script:
@@ -86,6 +89,8 @@ rule sweep_fixed:
         **_sweep_out("{concept}", FIXED),
     log:
         log("sweeps/{concept}_fixed"),
+    benchmark:
+        bench("sweep_fixed", "{concept}")
     wildcard_constraints:
         concept="|".join(STEERING) or "(?!)",
     params:
@@ -94,6 +99,7 @@ rule sweep_fixed:
     threads: 1
     resources:
         gpu=GPU,
+        **sized("sweep_fixed"),
     conda:
         ENV
     script:
@@ -109,6 +115,8 @@ rule calibrate:
         f"{RESULTS}/calibration/{{concept}}.json",
     log:
         log("sweeps/{concept}_calibrate"),
+    benchmark:
+        bench("calibrate", "{concept}")
     wildcard_constraints:
         concept="|".join(STEERING) or "(?!)",
     params:
@@ -117,6 +125,7 @@ rule calibrate:
     threads: 1
     resources:
         gpu=GPU,
+        **sized("calibrate"),
     conda:
         ENV
     script:
@@ -132,6 +141,8 @@ rule sweep_calibrated:
         **_sweep_out("{concept}", CALIBRATED),
     log:
         log("sweeps/{concept}_calibrated"),
+    benchmark:
+        bench("sweep_calibrated", "{concept}")
     wildcard_constraints:
         concept="|".join(STEERING) or "(?!)",
     params:
@@ -140,6 +151,7 @@ rule sweep_calibrated:
     threads: 1
     resources:
         gpu=GPU,
+        **sized("sweep_calibrated"),
     conda:
         ENV
     script:
@@ -155,6 +167,8 @@ rule sweep_combination:
         **_sweep_out("{combination}", COMBO_VARIANTS),
     log:
         log("sweeps/{combination}_combination"),
+    benchmark:
+        bench("sweep_combination", "{combination}")
     wildcard_constraints:
         combination="|".join(EVAL_COMBINATIONS) or "(?!)",
     params:
@@ -164,6 +178,7 @@ rule sweep_combination:
     threads: 1
     resources:
         gpu=GPU,
+        **sized("sweep_combination"),
     conda:
         ENV
     script:

@@ -58,13 +58,17 @@ checkpoint layer_sets:
         LAYER_PLAN,
     log:
         log("vectors/layer_sets"),
+    benchmark:
+        bench("layer_sets")
     params:
         override=config["localize"]["layers"],
         names=VECTOR_LAYER_SETS,
         sae_layer_sets=SAE_LAYER_SETS if "sae" in METHODS else [],
+    localrule: True
     threads: 1
     resources:
         gpu=0,
+        **sized("layer_sets"),
     conda:
         ENV
     script:
@@ -79,13 +83,17 @@ rule caa:
         f"{RESULTS}/vectors/caa/{{layerset}}/{{concept}}.safetensors",
     log:
         log("vectors/caa_{layerset}_{concept}"),
+    benchmark:
+        bench("caa", "{layerset}_{concept}")
     wildcard_constraints:
         concept="|".join(STEERING) or "(?!)",
     params:
         normalize=STEER["caa"]["normalize"],
+    localrule: True
     threads: 1
     resources:
         gpu=0,
+        **sized("caa"),
     conda:
         ENV
     script:
@@ -99,11 +107,14 @@ rule austeer_scores:
         f"{RESULTS}/vectors/austeer_scores/{{concept}}.safetensors",
     log:
         log("vectors/austeer_scores_{concept}"),
+    benchmark:
+        bench("austeer_scores", "{concept}")
     wildcard_constraints:
         concept="|".join(STEERING) or "(?!)",
     threads: 1
     resources:
         gpu=0,
+        **sized("austeer_scores"),
     conda:
         ENV
     script:
@@ -118,13 +129,17 @@ rule austeer:
         f"{RESULTS}/vectors/austeer/{{layerset}}/{{concept}}.safetensors",
     log:
         log("vectors/austeer_{layerset}_{concept}"),
+    benchmark:
+        bench("austeer", "{layerset}_{concept}")
     wildcard_constraints:
         concept="|".join(STEERING) or "(?!)",
     params:
         top_k=STEER["austeer"]["top_k"],
+    localrule: True
     threads: 1
     resources:
         gpu=0,
+        **sized("austeer"),
     conda:
         ENV
     script:
@@ -139,15 +154,19 @@ rule combine:
         f"{RESULTS}/vectors/{{method}}/{{layerset}}/{{combination}}.safetensors",
     log:
         log("vectors/{method}_{layerset}_{combination}"),
+    benchmark:
+        bench("combine", "{method}_{layerset}_{combination}")
     wildcard_constraints:
         combination="|".join(COMBINATIONS) or "(?!)",
     params:
         terms=lambda wc: COMBINATIONS[wc.combination],
         top_k=STEER["austeer"]["top_k"],
         top_features=STEER["sae"]["top_features"],
+    localrule: True
     threads: 1
     resources:
         gpu=0,
+        **sized("combine"),
     conda:
         ENV
     script:

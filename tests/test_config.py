@@ -203,3 +203,20 @@ def test_every_schema_property_is_a_described_mapping():
         walk(sub, f"$defs.{name}.")
     assert not bad, bad
     assert set(sch["properties"]["steering"]["properties"]["sae"]["properties"]) >= {"top_features"}
+
+
+def test_concepts_left_out_of_the_default_run_are_explained_and_in_the_paper_config(default_config):
+    from tada.prompts import load_concepts
+
+    table = load_concepts(ROOT / "data" / "concepts.yaml")
+    steering = [c.id for c in table.steering_concepts]
+    localization = [c.id for c in table.localization_concepts]
+    text = (ROOT / "config.yaml").read_text()
+    comments = " ".join(line for line in text.splitlines() if line.lstrip().startswith("#"))
+    left_out = [c for c in steering if c not in default_config["concepts"]["steering"]]
+    left_out += [c for c in localization if c not in default_config["concepts"]["localization"]]
+    assert all(c in comments for c in left_out), left_out
+    paper = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())["concepts"]
+    assert paper["steering"] == steering and paper["localization"] == localization
+    readme = (ROOT / "README.md").read_text()
+    assert all(c in readme for c in left_out), left_out

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tada.scorers import descriptors as D
+from tada.world import descriptors as D
 from tada.world.features import SR, log_mel
 
 DUR = 4.0
@@ -108,3 +108,11 @@ def test_descriptor_vector_reflects_time_structure():
     assert fast[i] > 3 * slow[i]
     j = names.index("tempo_log2_bpm")
     assert fast[j] > slow[j]
+
+
+def test_scorers_re_export_the_world_descriptors():
+    """One set of formulas: the scorer layer's names are the world's functions."""
+    from tada.scorers import descriptors as S
+
+    for name in S.__all__:
+        assert getattr(S, name) is getattr(D, name), name

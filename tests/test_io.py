@@ -38,3 +38,39 @@ def test_input_files_lists_the_files_of_a_folder(tmp_path):
     assert input_files(tmp_path / "a.json") == [str(tmp_path / "a.json")]
     assert input_files(tmp_path / "missing") == [str(tmp_path / "missing")]
     assert input_files(None) == [] and input_files("") == []
+
+
+def test_rule_logging_puts_logs_warnings_stderr_and_the_traceback_in_the_rule_log(tmp_path):
+    """A workflow script's failure can be read from its rule's log after a cluster run."""
+    import subprocess
+    import sys
+    import textwrap
+
+    log = tmp_path / "logs" / "rule.log"
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(f"""
+        import logging, sys, types, warnings
+        from tada.io import rule_logging
+        rule_logging(types.SimpleNamespace(log=[{str(log)!r}], threads=1))
+        logging.getLogger("tada.x").info("started")
+        warnings.warn("a library warning")
+        print("library noise", file=sys.stderr)
+        raise RuntimeError("the job failed here")
+    """))
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+    assert res.returncode != 0
+    text = log.read_text()
+    for expected in ("INFO tada.x: started", "a library warning", "library noise",
+                     "Traceback", "RuntimeError: the job failed here"):
+        assert expected in text, text
+
+
+def test_every_workflow_script_logs_through_the_shared_helper():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "workflow_scripts"
+    scripts = sorted(root.glob("*.py"))
+    assert scripts
+    for script in scripts:
+        text = script.read_text()
+        assert "rule_logging(snakemake)" in text and "basicConfig" not in text, script.name

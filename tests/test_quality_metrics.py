@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tada.embedded.quality import boundary_flux_ratio, frame_flux, onset_rates, spectral_flux
+from tada.embedded.metrics import boundary_flux_ratio, frame_flux, onset_rates, spectral_flux
 
 
 def test_flux_of_constant_and_of_a_step():
@@ -53,7 +53,7 @@ class _Scores:
 
 
 def test_calibrated_threshold_is_the_log_odds_midpoint_of_the_medians():
-    from tada.embedded.quality import QUALITY_CONCEPTS, _separation, calibrated_threshold
+    from tada.embedded_quality.concepts import QUALITY_CONCEPTS, _separation, calibrated_threshold
 
     drums = next(c for c in QUALITY_CONCEPTS if c.name == "drums")
     # generations with drums score 0.2-0.4, without 0.01-0.05: all below the classifiers' 0.5
@@ -83,7 +83,7 @@ class _WordEncoder:
 
 
 def test_text_separability_counts_held_out_words_nearest_their_own_value():
-    from tada.embedded.quality import QUALITY_CONCEPTS, text_separability
+    from tada.embedded_quality import QUALITY_CONCEPTS, text_separability
     from tada.world.captions import CONCEPT_WORDS
 
     tempo = next(c for c in QUALITY_CONCEPTS if c.name == "tempo")
@@ -120,7 +120,7 @@ class _TokenEncoder:
 
 
 def test_text_readout_reads_token_states_and_misses_the_word_the_encoder_misplaces():
-    from tada.embedded.quality import QUALITY_CONCEPTS, concept_prompts, text_readout
+    from tada.embedded_quality import QUALITY_CONCEPTS, concept_prompts, text_readout
 
     tempo = next(c for c in QUALITY_CONCEPTS if c.name == "tempo")
     fast_tokens = ("fast", "quick", "tempo", "rapid", "brisk", "energetic")

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tada.scorers.descriptors import onset_rate, pitch_register, spectral_centroid
 from tada.world.attributes import CONCEPT_VALUES, ClipAttributes, presence_labels, sample_attributes
+from tada.world.compose import compose
+from tada.world.descriptors import onset_rate, pitch_register, spectral_centroid
 from tada.world.features import log_mel
-from tada.world.render import PEAK, Renderer, compose
+from tada.world.render import PEAK, Renderer
 
 BASE = ClipAttributes(lead="piano", tempo="slow", mood="happy", vocal="none", vocal_style="none",
                       genre="rock", drums=True, maracas=False)
@@ -135,7 +136,7 @@ def test_fast_clips_have_many_more_onsets(renderer):
 def test_female_vocal_register_above_male(renderer):
     import dataclasses
 
-    from tada.world.render import CH_VOCAL
+    from tada.world.compose import CH_VOCAL
 
     attrs = [a.replace(vocal="female", vocal_style=("sung", "rap")[i % 2]) for i, a in
              enumerate(_random_attrs(8, 31))]

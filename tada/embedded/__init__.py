@@ -4,9 +4,12 @@ the synthetic music world (see docs/embedded.md).
 
 * :mod:`tada.embedded.model`: the network, the text encoder, saving/loading, the Euler sampler;
 * :mod:`tada.embedded.train`: rendering the training set, resumable training, ``train_from_config``;
-* :mod:`tada.embedded.quality`: the quality bar and the world classifiers' fitting.
+* :mod:`tada.embedded.metrics`: mel measurements shared with the quality bar (flux, onset
+  rates) and the world classifiers' fitting.
 
-The backend that wraps it is :class:`tada.models.embedded.EmbeddedModel`.
+The backend that wraps it is :class:`tada.models.embedded.EmbeddedModel`; the quality bar,
+which generates through that backend and scores with the scorers, is :mod:`tada.embedded_quality`
+(one layer up: nothing here imports the models or the scorers).
 """
 
 from .model import EmbeddedConfig, EmbeddedTransformer, TextEncoder, euler_sample, load_network, save_network

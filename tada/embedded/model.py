@@ -29,6 +29,8 @@ import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 from torch import nn
 
+from ..io import atomic_path, write_text
+
 log = logging.getLogger(__name__)
 
 TEXT_DIM = 384
@@ -297,8 +299,6 @@ class TextEncoder:
 def save_network(net: EmbeddedTransformer, out_dir: str | Path, extra: dict[str, Any] | None = None) -> None:
     """Write ``model.safetensors`` and ``config.json`` atomically into `out_dir`."""
     from safetensors.torch import save_file
-
-    from ..io import atomic_path, write_text
 
     out = Path(out_dir)
     state = {k: v.detach().float().cpu().contiguous() for k, v in net.state_dict().items()}

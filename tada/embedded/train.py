@@ -13,7 +13,7 @@ Everything it writes goes to `out_dir`:
 * ``log.jsonl``: loss, and at each evaluation the tempo/lead accuracy and spectral flux of a
   few generations.
 
-All files are written atomically (temporary file + ``os.replace``).
+Every file but the appended ``log.jsonl`` is written atomically (:func:`tada.io.atomic_path`).
 
 Command line: ``python -m tada.embedded.train --out DIR [--steps N] [--seed S] [--minutes M]``.
 """
@@ -33,7 +33,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..io import atomic_path
+from ..io import atomic_path, write_text
+from ..world import features
+from ..world.attributes import sample_attributes
+from ..world.captions import caption
+from ..world.classifiers import ConceptClassifiers
+from ..world.dataset import render_mels
+from .metrics import boundary_flux_ratio, fit_classifiers, onset_rates, spectral_flux
 from .model import (EmbeddedConfig, EmbeddedTransformer, TextEncoder, count_parameters, euler_sample,
                     save_network, shift_time)
 
@@ -86,10 +92,6 @@ def build_dataset(out_dir: Path, n_clips: int, seed: int, duration: float, capti
                 and data["captions"].shape[1] == captions_per_clip:
             return {k: data[k] for k in data.files}
         log.info("dataset.npz was made with other settings: rendering again")
-    from ..world.attributes import sample_attributes
-    from ..world.captions import caption
-    from ..world.dataset import render_mels
-
     t0 = time.time()
     rng = np.random.default_rng(seed)
     attrs = [sample_attributes(rng) for _ in range(n_clips)]
@@ -153,8 +155,7 @@ def save_checkpoint(out_dir: Path, net: EmbeddedTransformer, ema: EmbeddedTransf
                 info.setdefault("opt_step", float(st["step"]))
     with atomic_path(out_dir / "checkpoint.safetensors") as tmp:
         save_file(tensors, str(tmp))
-    with atomic_path(out_dir / "checkpoint.json") as tmp:
-        tmp.write_text(json.dumps({"step": step, **info}, indent=2))
+    write_text(out_dir / "checkpoint.json", json.dumps({"step": step, **info}, indent=2))
 
 
 def load_checkpoint(out_dir: Path, net: EmbeddedTransformer, ema: EmbeddedTransformer,
@@ -180,9 +181,6 @@ def load_checkpoint(out_dir: Path, net: EmbeddedTransformer, ema: EmbeddedTransf
 # --------------------------------------------------------------------------------------------
 def eval_prompts(seed: int, n: int = 6) -> tuple[list[str], list[dict[str, Any]]]:
     """Held-out phrasings: n attribute sets, each as a slow and a fast clip."""
-    from ..world.attributes import sample_attributes
-    from ..world.captions import caption
-
     rng = np.random.default_rng(seed + 104729)
     prompts, attrs = [], []
     for _ in range(n):
@@ -197,8 +195,6 @@ def eval_prompts(seed: int, n: int = 6) -> tuple[list[str], list[dict[str, Any]]
 @torch.no_grad()
 def evaluate(net: EmbeddedTransformer, encoder: TextEncoder, prompts: list[str], attrs: list[dict[str, Any]],
              real_mels: np.ndarray, classifiers: Any, guidance: float, steps: int) -> dict[str, Any]:
-    from .quality import boundary_flux_ratio, onset_rates, spectral_flux
-
     cfg = net.config
     cond = encoder.encode(prompts, cfg.text_length)
     uncond = encoder.encode([""], cfg.text_length)
@@ -305,9 +301,6 @@ def train_from_config(cfg: dict[str, Any], out_dir: str | os.PathLike) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     threads = _ThreadChooser(c["threads"])
     seed = int(c["seed"])
-
-    from ..world import features
-
     data = build_dataset(out, int(c["n_clips"]), seed, float(c["duration"]), int(c["captions_per_clip"]))
     mels = torch.from_numpy(data["mels"].astype(np.float32))
     n, frames, n_mels = mels.shape
@@ -409,11 +402,7 @@ def _load_classifiers(out: Path, data: dict[str, Any], path: str | None) -> Any:
     saved ones, else fitted on 800 training clips (None if that fails)."""
     try:
         if path and (Path(path) / "classifiers.json").exists():
-            from ..world.classifiers import ConceptClassifiers
-
             return ConceptClassifiers.load(path)
-        from .quality import fit_classifiers
-
         return fit_classifiers(data, limit=800)
     except Exception as exc:  # evaluation is optional during training
         log.warning("no concept classifiers for the training evaluation: %s", exc)

@@ -14,36 +14,16 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 
-from .base import Generation, SteerableModel, resolve_device, resolve_dtype, weight_files_under
-
-#: config keys every diffusers backend understands
-COMMON_KEYS: frozenset[str] = frozenset(
-    {"backend", "path", "device", "dtype", "batch_size", "steps", "guidance", "duration"})
-
+from .base import Generation, SteerableModel, output_width, resolve_device, resolve_dtype, weight_files_under
 
 # --------------------------------------------------------------------------------------------
-# config and files
+# files
 # --------------------------------------------------------------------------------------------
-def check_config_keys(cfg: Mapping[str, Any], key: str, allowed: Iterable[str],
-                      required: Iterable[str] = ()) -> dict[str, Any]:
-    """Return a copy of `cfg`; unknown or missing keys raise, naming ``<key>.<name>``."""
-    allowed = set(allowed)
-    unknown = sorted(set(cfg) - allowed)
-    if unknown:
-        raise KeyError(f"{key}: unknown config key(s) {', '.join(f'{key}.{k}' for k in unknown)}; "
-                       f"allowed: {', '.join(sorted(allowed))}")
-    missing = [name for name in required if cfg.get(name) in (None, "")]
-    if missing:
-        raise KeyError(f"{key}: missing required config key(s) "
-                       f"{', '.join(f'{key}.{k}' for k in missing)}")
-    return dict(cfg)
-
-
 def check_pipeline_dir(path: str | os.PathLike, key: str) -> Path:
     """Check that `path` holds a saved diffusers pipeline: ``model_index.json`` and one folder per
     component it lists. Errors name the config key (e.g. ``models.stable_audio.path``)."""
@@ -106,20 +86,6 @@ def audio_to_numpy(audio: Any) -> np.ndarray:
     return audio
 
 
-def output_width(module: torch.nn.Module) -> int:
-    """Width of an attention module's output (its ``to_out[0]`` projection)."""
-    to_out = getattr(module, "to_out", None)
-    if to_out is not None:
-        first = to_out[0] if isinstance(to_out, (torch.nn.ModuleList, torch.nn.Sequential)) else to_out
-        if hasattr(first, "out_features"):
-            return int(first.out_features)
-    for name in ("out_proj", "o_proj"):
-        proj = getattr(module, name, None)
-        if proj is not None and hasattr(proj, "out_features"):
-            return int(proj.out_features)
-    return 0
-
-
 def find_modules(root: torch.nn.Module, patterns: Sequence[str]) -> list[tuple[str, torch.nn.Module, int]]:
     """(name, module, width) of every module of `root` whose name matches one of `patterns`
     (``re.search``), in module order."""
@@ -139,8 +105,6 @@ class DiffusersModel(SteerableModel):
     """
 
     denoiser_attr: str = "transformer"
-    #: extra config keys this backend accepts besides :data:`COMMON_KEYS`
-    extra_keys: frozenset[str] = frozenset()
 
     def __init__(self, pipe: Any, *, device: str | torch.device = "cpu",
                  dtype: str | torch.dtype = "float32", batch_size: int = 8, steps: int | None = None,
@@ -159,9 +123,10 @@ class DiffusersModel(SteerableModel):
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any], key: str = "model") -> "DiffusersModel":
-        """Build from a config block: ``path`` (local pipeline directory), ``device``, ``dtype``,
-        ``batch_size``, ``steps``, ``guidance``, ``duration``."""
-        opts = check_config_keys(cfg, key, COMMON_KEYS | cls.extra_keys, required=("path",))
+        """Build from a config block checked by :func:`tada.config.check_block`: ``path`` (local
+        pipeline directory), ``device``, ``dtype``, ``batch_size``, ``steps``, ``guidance``,
+        ``duration``."""
+        opts = dict(cfg)
         opts.pop("backend", None)
         path = opts.pop("path")
         resolve_device(opts.get("device", "cpu"))  # a CUDA request without CUDA fails before loading

@@ -66,6 +66,21 @@ class CrossAttentionLayer:
     width: int = 0
 
 
+def output_width(module: torch.nn.Module) -> int:
+    """Width of an attention module's output: the ``out_features`` of its ``to_out[0]``
+    projection (diffusers), else of ``out_proj`` / ``o_proj``; 0 when it has none of them."""
+    to_out = getattr(module, "to_out", None)
+    if isinstance(to_out, (torch.nn.ModuleList, torch.nn.Sequential, list, tuple)):
+        to_out = to_out[0] if len(to_out) else None
+    if to_out is not None and hasattr(to_out, "out_features"):
+        return int(to_out.out_features)
+    for name in ("out_proj", "o_proj"):
+        proj = getattr(module, name, None)
+        if proj is not None and hasattr(proj, "out_features"):
+            return int(proj.out_features)
+    return 0
+
+
 class Generation:
     """The result of one batched generation.
 

@@ -16,6 +16,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
+from ..embedded.model import TextEncoder, euler_sample, frames_for, load_network
+from ..world.features import mel_to_audio
 from .base import Generation, SteerableModel, seeded_noise
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,16 +33,11 @@ class EmbeddedModel(SteerableModel):
     default_duration = 4.0
     text_outside_cross_attention = False
 
-    CONFIG_KEYS = ("backend", "path", "device", "dtype", "batch_size", "steps", "guidance", "duration",
-                   "text_length")
-
     def __init__(self, network: torch.nn.Module, text_encoder: Any = None, *, device: str | torch.device = "cpu",
                  dtype: str | torch.dtype = "float32", batch_size: int = 8, steps: int | None = None,
                  guidance: float | None = None, duration: float | None = None, text_length: int | None = None,
                  path: str | Path | None = None):
         super().__init__(device=device, dtype=dtype, batch_size=batch_size)
-        from ..embedded.model import TextEncoder
-
         self.network = network.to(device=self.device, dtype=self.dtype).eval()
         self.config = network.config
         self.text_encoder = text_encoder if text_encoder is not None else TextEncoder(device=self.device)
@@ -53,12 +50,9 @@ class EmbeddedModel(SteerableModel):
     # ----- construction ---------------------------------------------------------------------
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any], key: str = "model") -> "EmbeddedModel":
-        """Build from a ``models.<name>`` block: path, device, dtype, batch_size, steps, guidance,
-        duration (and optionally text_length)."""
-        unknown = sorted(set(cfg) - set(cls.CONFIG_KEYS))
-        if unknown:
-            raise KeyError(f"{key}: unknown keys for the embedded backend: {unknown}; "
-                           f"allowed: {sorted(cls.CONFIG_KEYS)}")
+        """Build from a ``models.<name>`` block checked by :func:`tada.config.check_block`
+        (:func:`tada.models.load_model` does): path, device, dtype, batch_size, steps, guidance,
+        duration and text_length; the keys and their defaults are the config schema's."""
         path = Path(cfg.get("path") or DEFAULT_PATH)
         if not path.is_absolute() and not path.exists() and (ROOT / path).exists():
             path = ROOT / path
@@ -67,15 +61,11 @@ class EmbeddedModel(SteerableModel):
                 raise FileNotFoundError(
                     f"{key}.path: '{path}' has no {name}; train the embedded model "
                     "(python -m tada.embedded.train --out DIR) or point the path at data/embedded_model")
-        return cls.from_pretrained(path, device=cfg.get("device", "cpu"), dtype=cfg.get("dtype", "float32"),
-                                   batch_size=cfg.get("batch_size", 8), steps=cfg.get("steps"),
-                                   guidance=cfg.get("guidance"), duration=cfg.get("duration"),
-                                   text_length=cfg.get("text_length"))
+        opts = {k: v for k, v in cfg.items() if k not in ("backend", "path")}
+        return cls.from_pretrained(path, **opts)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, **kwargs: Any) -> "EmbeddedModel":
-        from ..embedded.model import load_network
-
         network, _meta = load_network(path)
         return cls(network, path=path, **kwargs)
 
@@ -107,15 +97,11 @@ class EmbeddedModel(SteerableModel):
         return states.to(device=self.device, dtype=self.dtype)
 
     def frames_for(self, duration: float) -> int:
-        from ..embedded.model import frames_for
-
         return frames_for(duration, self.config.frames_per_second, self.config.frames_per_token)
 
     def _generate(self, prompts: list[str], seeds: list[int], *, steps: int, guidance: float,
                   duration: float, negative_prompts: list[str] | None, text_length: int | None,
                   progress: bool) -> Generation:
-        from ..embedded.model import euler_sample
-
         cond = self.encode_prompts(prompts, text_length=text_length)
         negatives = negative_prompts if negative_prompts is not None else [""] * len(prompts)
         uncond = self.encode_prompts(negatives, negative=True, text_length=text_length)
@@ -144,8 +130,6 @@ class EmbeddedModel(SteerableModel):
 
 def _vocode(features: np.ndarray) -> np.ndarray:
     """Griffin-Lim audio (B, 1, N) from log-mel frames (B, frames, n_mels)."""
-    from ..world.features import mel_to_audio
-
     clips = [np.asarray(mel_to_audio(m), dtype=np.float32) for m in features]
     n = max(len(c) for c in clips)
     out = np.zeros((len(clips), 1, n), dtype=np.float32)

@@ -16,6 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from ..world.classifiers import ConceptClassifiers
+from ..world.descriptors import descriptor_names
+from ..world.features import log_mel
 from .base import Clips, Scorer
 
 #: (pattern, head, value): head "presence:<source>" or a concept of CONCEPT_VALUES.
@@ -64,14 +67,12 @@ def text_concepts(text: str) -> list[tuple[str, Any]]:
 
 def check_classifiers(classifiers: Any, where: Any = "") -> None:
     """Fail clearly when saved classifiers were fitted on another descriptor layout."""
-    from .descriptors import descriptor_names
-
     mean = getattr(classifiers, "mean", None)
     if mean is not None and len(mean) != len(descriptor_names()):
         raise RuntimeError(
             f"the concept classifiers {where} were fitted on {len(mean)} descriptor features but "
             f"descriptor_vector now gives {len(descriptor_names())}; refit them with "
-            "`python -m tada.embedded.quality --fit-classifiers`")
+            "`python -m tada.embedded_quality --fit-classifiers`")
 
 
 class WorldScorer(Scorer):
@@ -81,8 +82,6 @@ class WorldScorer(Scorer):
 
     def __init__(self, path: str | Path | None = None, classifiers: Any = None, batch_size: int = 64):
         if classifiers is None:
-            from ..world.classifiers import ConceptClassifiers
-
             if path is None:
                 raise ValueError("WorldScorer needs `path` (a saved ConceptClassifiers) or `classifiers`")
             p = Path(path)
@@ -105,8 +104,6 @@ class WorldScorer(Scorer):
     def _similarity(self, clips: Clips, texts: list[str]) -> np.ndarray:
         mels = clips.features
         if mels is None:
-            from ..world.features import log_mel
-
             ms = [log_mel(a, sr=clips.sample_rate) for a in clips.audio]
             n = min(len(m) for m in ms)
             mels = np.stack([m[:n] for m in ms])

@@ -37,6 +37,7 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
+from tada.models.base import output_width
 from tada.models.interventions import AddVector, InterventionProcessor, RunState, apply_interventions
 
 from .vectors import SteeringVector, as_vector
@@ -121,12 +122,6 @@ def _denoiser(pipe_or_denoiser: Any) -> torch.nn.Module:
                     "attn_processors) nor a pipeline with a .transformer or .unet")
 
 
-def _output_width(module: torch.nn.Module) -> int | None:
-    to_out = getattr(module, "to_out", None)
-    first = to_out[0] if isinstance(to_out, (torch.nn.ModuleList, list, tuple)) and len(to_out) else to_out
-    return getattr(first, "out_features", None)
-
-
 def diffusers_processors(pipe_or_denoiser: Any, vector: SteeringVector | str | os.PathLike,
                          alpha: float | Sequence[float] = 1.0, *,
                          layer_names: Sequence[str] | None = None, start_step: int = 0,
@@ -155,8 +150,8 @@ def diffusers_processors(pipe_or_denoiser: Any, vector: SteeringVector | str | o
         if f"{name}.processor" not in current:
             problems.append(f"layer {i} '{name}' is not an attention module of this {type(net).__name__}")
             continue
-        have = _output_width(modules[name])
-        if have is not None and int(have) != width:
+        have = output_width(modules[name])  # 0: the module does not say
+        if have and have != width:
             problems.append(f"layer {i} '{name}': vector width {width}, model width {have}")
     if problems:
         from .vectors import IncompatibleVectorError

@@ -1,7 +1,7 @@
 """Concept classifiers of the music world, trained on rendered ground truth.
 
 Input: world log-mels ``(n, frames, n_mels)``. Each clip becomes the descriptor vector of
-:func:`tada.scorers.descriptors.descriptor_vector` (cepstral timbre statistics, band-wise level,
+:func:`tada.world.descriptors.descriptor_vector` (cepstral timbre statistics, band-wise level,
 attack, roughness and vibrato, per-band-group onset-envelope autocorrelation and modulation
 spectra, onset decay, onset rate, tempo periodicity, centroid, register percentiles, high-band
 noisiness), standardised with the training mean and deviation.
@@ -36,7 +36,10 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from tada.io import atomic_path, write_text
 from tada.world.attributes import CONCEPT_VALUES, INSTRUMENTS, ClipAttributes, presence_labels
+from tada.world.descriptors import descriptor_names, descriptor_vector
+from tada.world.features import N_MELS
 
 PRESENCE = INSTRUMENTS + ("guitar",)
 
@@ -93,8 +96,6 @@ class ConceptClassifiers:
     @staticmethod
     def features(mels: Any) -> np.ndarray:
         """Descriptor vectors ``(n, D)`` of log-mels ``(n, frames, n_mels)`` (or one mel)."""
-        from tada.scorers.descriptors import descriptor_vector
-
         m = np.asarray(mels, dtype=np.float32)
         if m.ndim == 2:
             m = m[None]
@@ -231,8 +232,6 @@ class ConceptClassifiers:
         returns the weights file."""
         from safetensors.torch import save_file
 
-        from tada.scorers.descriptors import descriptor_names
-
         if not self.nets:
             raise RuntimeError("ConceptClassifiers is not fitted")
         st, js = self._paths(path)
@@ -245,8 +244,9 @@ class ConceptClassifiers:
         meta = {"hidden": self.hidden, "steps": self.steps, "n_models": len(self.nets), "seed": self.seed,
                 "tasks": {t: list(v) for t, v in self.tasks.items()},
                 "feature_names": descriptor_names()}
-        save_file(tensors, str(st))
-        js.write_text(json.dumps(meta, indent=1))
+        with atomic_path(st) as tmp:
+            save_file(tensors, str(tmp))
+        write_text(js, json.dumps(meta, indent=1))
         return st
 
     @classmethod
@@ -272,6 +272,4 @@ class ConceptClassifiers:
 
 def _looks_like_mel(arr: np.ndarray) -> bool:
     """A 2-D array whose last axis is the mel axis and whose values are in [-1, 1]."""
-    from tada.world.features import N_MELS
-
     return arr.shape[1] == N_MELS and float(np.abs(arr).max(initial=0.0)) <= 1.0 + 1e-6

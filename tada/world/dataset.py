@@ -17,10 +17,11 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from tada.io import atomic_path
+from tada.io import atomic_path, write_text
 from tada.world.attributes import CONCEPT_VALUES, ClipAttributes, sample_attributes
 from tada.world.captions import SPLITS, caption
 from tada.world.features import N_MELS, SR, log_mel, n_frames
+from tada.world.render import Renderer
 
 _SPLIT_ID = {name: i for i, name in enumerate(SPLITS)}
 _STREAM_ATTRS, _STREAM_SEEDS, _STREAM_CAPTIONS = 0, 1, 2
@@ -77,8 +78,9 @@ class WorldDataset:
         from safetensors.numpy import save_file
 
         path.mkdir(parents=True, exist_ok=True)
-        save_file({"mels": np.ascontiguousarray(self.mels)}, str(path / "mels.safetensors"))
-        (path / "meta.json").write_text(json.dumps(meta))
+        with atomic_path(path / "mels.safetensors") as tmp:
+            save_file({"mels": np.ascontiguousarray(self.mels)}, str(tmp))
+        write_text(path / "meta.json", json.dumps(meta))
         return path
 
     @classmethod
@@ -119,8 +121,6 @@ def sample_clips(n: int, seed: int, split: str = "train") -> tuple[list[ClipAttr
 
 
 def _render_jobs(jobs: list[tuple[dict, int]], duration: float) -> np.ndarray:
-    from tada.world.render import Renderer
-
     r = Renderer(SR)
     return np.stack([log_mel(r.render(ClipAttributes.from_dict(a), int(s), duration))
                      for a, s in jobs]).astype(np.float16)
@@ -197,8 +197,6 @@ def render_mels(attributes: Sequence[ClipAttributes], seeds: Iterable[int], dura
     With ``n_workers > 1`` the clips are split over that many fresh Python processes; the
     result is identical to the single-process one.
     """
-    from tada.world.render import Renderer
-
     seeds = [int(s) for s in seeds]
     n = len(attributes)
     out = np.zeros((n, n_frames(duration), N_MELS), dtype=np.float16)
@@ -283,7 +281,7 @@ def write_musiccaps_csv(path: str | os.PathLike, n: int, seed: int, split: str =
     path.parent.mkdir(parents=True, exist_ok=True)
     attrs, _ = sample_clips(n, seed, split)
     rc = _stream(seed, split, _STREAM_CAPTIONS)
-    with open(path, "w", newline="") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(MUSICCAPS_COLUMNS)
         for i, a in enumerate(attrs):
