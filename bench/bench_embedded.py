@@ -118,9 +118,10 @@ def format_report(r: dict) -> str:
     if r.get("notes"):
         lines.append("Notes: " + r["notes"])
     lines.append("")
+    where = ("with no other job on the machine" if r.get("alone")
+             else "on a CPU shared with other jobs (timings are upper bounds)")
     lines.append(f"_Measured {dt.date.today().isoformat()} on {platform.machine()}, torch "
-                 f"{torch.__version__}, {torch.get_num_threads()} thread(s), on a CPU shared with other jobs "
-                 "(timings are upper bounds)._")
+                 f"{torch.__version__}, {torch.get_num_threads()} thread(s), {where}._")
     lines.append("")
     return "\n".join(lines)
 
@@ -141,6 +142,8 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
     parser.add_argument("--from-json", default=None, help="format an existing quality.json instead of measuring")
     parser.add_argument("--notes", default=None, help="a sentence or two added under the tables")
+    parser.add_argument("--alone", action="store_true",
+                        help="say that nothing else ran on the machine (default: timings are upper bounds)")
     parser.add_argument("--figure", default=str(ROOT / "docs" / "figures" / "generated_vs_rendered.png"),
                         help="where the generated-vs-rendered figure goes ('none': no figure)")
     args = parser.parse_args()
@@ -154,6 +157,7 @@ def main() -> None:
                              progress=lambda m: print(f"... {m}", flush=True))
     if args.notes:
         result["notes"] = args.notes
+    result["alone"] = bool(args.alone)
     text = format_report(result)
     print(text)
     if not args.no_write:

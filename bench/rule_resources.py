@@ -81,8 +81,8 @@ def main() -> None:
         "",
         f"Cluster submissions of the default DAG (dry run before the `layer_sets` checkpoint, so the "
         f"per-layer `sae_train` jobs are not counted): {n_sub} jobs go through sbatch, {n_local} run on the "
-        f"submitting host as local rules (prompt tables, layer sets, CAA / AUSteer / SAE vectors and their "
-        f"combinations, the layer choice); with every rule submitted it would be {n_sub + n_local}.",
+        f"submitting host as local rules (prompt tables, layer sets, AUSteer and SAE feature scores, CAA / "
+        f"AUSteer / SAE vectors and their combinations, the layer choice); with every rule submitted it would be {n_sub + n_local}.",
         "",
         "| submitted rule | jobs |",
         "|---|---|",

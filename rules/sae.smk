@@ -80,6 +80,7 @@ rule sae_scores:
         bench("sae_scores", "{concept}")
     wildcard_constraints:
         concept="|".join(STEERING) or "(?!)",
+    localrule: True
     threads: THREADS
     resources:
         gpu=0,

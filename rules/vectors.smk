@@ -111,6 +111,7 @@ rule austeer_scores:
         bench("austeer_scores", "{concept}")
     wildcard_constraints:
         concept="|".join(STEERING) or "(?!)",
+    localrule: True
     threads: 1
     resources:
         gpu=0,

@@ -179,3 +179,20 @@ def test_conda_env_installs_tada_from_the_checkout_wherever_it_is_deployed(tmp_p
     bad = subprocess.run(["bash", str(script)], cwd=elsewhere, capture_output=True, text=True,
                          env={**base, "TADA_ROOT": str(elsewhere)})
     assert bad.returncode != 0 and "TADA_ROOT" in bad.stderr
+
+
+def test_model_rules_declare_the_measured_resources(workdir):
+    """A dry run shows each job with the mem_mb and runtime of rules/resources.yaml, and its
+    benchmark file under benchmarks/<model>/<rule>/."""
+    from tada.resources import load_resources
+
+    measured = load_resources(ROOT / "rules" / "resources.yaml", "embedded")
+    if not measured:
+        pytest.skip("no measured sizes for the embedded model")
+    res = snakemake(workdir, "-n", "-p", "--forceall", "results/embedded/activations/contrastive_tempo.json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    job = res.stdout[res.stdout.index("rule cache_activations:"):]
+    job = job[:job.index("\n\n")]
+    want = measured["cache_activations"]
+    assert f"mem_mb={want['mem_mb']}" in job and f"runtime={want['runtime']}" in job, job
+    assert "benchmarks/embedded/cache_activations/tempo.tsv" in job, job
