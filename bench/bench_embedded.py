@@ -121,7 +121,7 @@ def format_report(r: dict) -> str:
     where = ("with no other job on the machine" if r.get("alone")
              else "on a CPU shared with other jobs (timings are upper bounds)")
     lines.append(f"_Measured {dt.date.today().isoformat()} on {platform.machine()}, torch "
-                 f"{torch.__version__}, {torch.get_num_threads()} thread(s), {where}._")
+                 f"{torch.__version__}, {r.get('threads', torch.get_num_threads())} thread(s), {where}._")
     lines.append("")
     return "\n".join(lines)
 
@@ -158,6 +158,7 @@ def main() -> None:
     if args.notes:
         result["notes"] = args.notes
     result["alone"] = bool(args.alone)
+    result.setdefault("threads", args.threads)
     text = format_report(result)
     print(text)
     if not args.no_write:
