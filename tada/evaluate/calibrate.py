@@ -14,6 +14,10 @@ few calibration prompts (disjoint from the evaluation prompts), d(α_max), is ab
 3. α_max = the interpolation of the final bracket at d* (or the largest α below d* when the
    cutoff was never crossed, or the smallest α when even that exceeds it; ``reached`` says which).
 
+A direction whose cutoff is 0 (the PCI variants do not change the audio on that side, e.g. a
+negative prompt equal to the neutral one) has no range to reach: it is not searched, its
+``alpha_max`` is None (the sweeps leave that side out) and ``skipped`` says why.
+
 Every evaluation of every variant and direction of one round goes through the model in shared
 batches: each variant's α is 0 on the other variants' rows, which leaves them untouched.
 The trace of (α, d) pairs is saved with the result.
@@ -80,15 +84,25 @@ def calibrate(model: Any, variants: Sequence[MethodVariant], prompts: pd.DataFra
     """α_max per (variant, direction) so that the mean preservation distance on `prompts` reaches
     about `cutoffs[direction]`; `rows_for(prompts, alpha)` makes the rows of one α.
 
-    Returns ``{variant: {direction: {"alpha_max", "reached", "trace": [[α, d], ...]}}}``."""
+    Returns ``{variant: {direction: {"alpha_max", "reached", "trace": [[α, d], ...]}}}`` (plus
+    ``skipped`` with α_max None for a direction whose cutoff is 0)."""
     steps = int(steps or model.default_steps)
     batch_size = int(batch_size or model.batch_size)
+    sides = [d for d in DIRECTIONS if cutoffs[d] > 0]
+    out: dict[str, Any] = {}
+    for d in DIRECTIONS:
+        if d not in sides:
+            log.warning("%s side: the cutoff is %.4g (PCI leaves the audio unchanged); not calibrated", d, cutoffs[d])
+            for v in variants:
+                out.setdefault(v.name, {})[d] = {
+                    "alpha_max": None, "reached": False, "trace": [],
+                    "skipped": f"cutoff {cutoffs[d]:.4g}: the PCI variants do not change the audio on this side"}
     traces: dict[tuple[str, str], list[tuple[float, float]]] = {
-        (v.name, d): [] for v in variants for d in DIRECTIONS}
+        (v.name, d): [] for v in variants for d in sides}
     k = np.arange(grid_points) - (grid_points - 1) / 2
     pending = {key: [float(start * factor ** e) for e in k] for key in traces}
     by_name = {v.name: v for v in variants}
-    for round_ in range(rounds + 1):
+    for round_ in range(rounds + 1 if traces else 0):
         jobs = [(name, d, a) for (name, d), alphas in pending.items() for a in alphas]
         results = _evaluate(model, by_name, jobs, prompts, baseline, lpaps_scorer, rows_for, steps=steps,
                             guidance=guidance, duration=duration, text_length=text_length,
@@ -99,7 +113,6 @@ def calibrate(model: Any, variants: Sequence[MethodVariant], prompts: pd.DataFra
         if round_ == rounds:
             break
         pending = {key: [_next_alpha(trace, cutoffs[key[1]], factor)[0]] for key, trace in traces.items()}
-    out: dict[str, Any] = {}
     for (name, d), trace in traces.items():
         alpha, reached = _next_alpha(trace, cutoffs[d], factor)
         if not reached:  # never crossed: the nearest evaluated α on the inside (or the smallest)

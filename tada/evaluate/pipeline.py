@@ -166,7 +166,11 @@ def combination_alpha_max(terms: Sequence[tuple[str, int]], calibrations: Mappin
     values = []
     for concept, sign in terms:
         side = "pos" if sign > 0 else "neg"
-        values.append(float(calibrations[concept]["variants"][variant][side]["alpha_max"]))
+        alpha_max = calibrations[concept]["variants"][variant][side]["alpha_max"]
+        if alpha_max is None:
+            raise ValueError(f"the combination term {concept} ({side}) has no calibrated α range for {variant}: "
+                             f"{calibrations[concept]['variants'][variant][side].get('skipped', 'not calibrated')}")
+        values.append(float(alpha_max))
     return min(values)
 
 
