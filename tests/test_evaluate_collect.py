@@ -78,3 +78,29 @@ def test_combination_range_is_the_smallest_constituent_range_in_each_terms_direc
     assert combination_alpha_max([("piano", 1), ("tempo", -1)], cal, "caa") == 2.5
     assert combination_alpha_max([("piano", 1), ("tempo", 1)], cal, "caa") == 3.0
     assert math.isfinite(combination_alpha_max([("piano", -1)], cal, "caa"))
+
+
+def test_frechet_excess_removes_the_small_sample_bias():
+    """Clips from the reference's own distribution: the raw FD of 4 clips is far above that of
+    48, while their excess over the n-matched floor is near 0 for both; a shifted set keeps a
+    clear positive excess."""
+    from tada.evaluate.collect import FrechetYardstick
+
+    rng = np.random.default_rng(3)
+    dim = 16
+    reference = rng.normal(size=(256, dim))
+    yard = FrechetYardstick(reference, draws=32, seed=1)
+    assert len(yard.yardstick) == len(yard.pool) == 128
+    same_small = [yard.row(rng.normal(size=(4, dim))) for _ in range(16)]
+    same_large = [yard.row(rng.normal(size=(48, dim))) for _ in range(16)]
+    raw_small = np.mean([r["frechet"] for r in same_small])
+    raw_large = np.mean([r["frechet"] for r in same_large])
+    assert raw_small > 3 * raw_large
+    assert abs(np.mean([r["excess"] for r in same_small])) < 0.15 * raw_small
+    assert abs(np.mean([r["excess"] for r in same_large])) < 0.25 * raw_large
+    shifted = yard.row(rng.normal(size=(48, dim)) + 1.0)
+    assert shifted["excess"] == pytest.approx(dim * 1.0, rel=0.25)
+    # the floor is cached per n and deterministic
+    assert yard.floor(4) == FrechetYardstick(reference, draws=32, seed=1).floor(4)
+    with pytest.raises(ValueError, match="at least 4 clips"):
+        FrechetYardstick(reference[:3])

@@ -102,11 +102,18 @@ def evaluate_study(*, results: str | Path, out_dir: str | Path, steering: Sequen
                                  (base_scores[base_scores["prompt_id"].isin(eval_ids)],
                                   base_emb[base_scores["prompt_id"].isin(eval_ids).to_numpy()]), reference)
     write_csv(out / "quality.csv", fd)
-    pivot = fd.pivot(index="method", columns="bucket", values="frechet")
-    write_text(out / "quality.md", "Fréchet distance to the reference set (CLAP audio embeddings; lower is "
-               "closer) per α bucket; Audiobox Aesthetics is not configured, so no CE/CU/PC/PQ columns.\n\n"
-               + markdown_table(["method", *[f"bucket {b}" for b in pivot.columns]],
-                                [[m, *[_fmt(x) for x in pivot.loc[m]]] for m in pivot.index]))
+    excess = fd.pivot(index="method", columns="bucket", values="excess")
+    sizes = fd.pivot(index="method", columns="bucket", values="n")
+
+    def cell(m: str, b: int) -> str:
+        return "-" if not np.isfinite(excess.loc[m, b]) else f"{excess.loc[m, b]:.3f} ({int(sizes.loc[m, b])})"
+
+    write_text(out / "quality.md", "Fréchet distance to the reference set (CLAP audio embeddings) in excess of what as "
+               "many reference clips score, `FD − floor(n)` (0: as close as real clips; lower is better), per α "
+               "bucket, with the number of clips in brackets; quality.csv also has FD and the floor. Audiobox "
+               "Aesthetics is not configured, so no CE/CU/PC/PQ columns.\n\n"
+               + markdown_table(["method", *[f"bucket {b}" for b in excess.columns]],
+                                [[m, *[cell(m, b) for b in excess.columns]] for m in excess.index]))
 
     clips = {c: pd.concat([collect.baseline_for(base_scores, c)] + [scores[(v, c)] for v in variants],
                           ignore_index=True) for c in steering}
