@@ -104,3 +104,23 @@ def test_frechet_excess_removes_the_small_sample_bias():
     assert yard.floor(4) == FrechetYardstick(reference, draws=32, seed=1).floor(4)
     with pytest.raises(ValueError, match="at least 4 clips"):
         FrechetYardstick(reference[:3])
+
+
+def test_frechet_quality_delta_is_zero_for_unchanged_clips_and_positive_for_distorted_ones():
+    from tada.evaluate.collect import frechet_quality
+
+    rng = np.random.default_rng(5)
+    dim = 8
+    reference = rng.normal(size=(64, dim))
+    base = pd.DataFrame({"prompt_id": ["p0", "p1", "p2", "p3"], "seed": [0, 1, 2, 3]})
+    base_emb = rng.normal(size=(4, dim))
+    # one concept's sweep: α = ±1 (bucket 1) are copies of the unsteered clips, α = ±2 (bucket 2) moved far
+    frame = pd.DataFrame({"prompt_id": ["p0", "p1", "p2", "p3"] * 4, "seed": [0, 1, 2, 3] * 4,
+                          "alpha": [1.0] * 4 + [-1.0] * 4 + [2.0] * 4 + [-2.0] * 4})
+    emb = np.concatenate([base_emb, base_emb, base_emb + 3.0, base_emb - 3.0])
+    fd = frechet_quality({("caa", "tempo"): (frame, emb)}, (base, base_emb), reference).set_index(["method", "bucket"])
+    assert fd.loc[("caa", 1), "n"] == 8 and fd.loc[("caa", 1), "delta"] == pytest.approx(0.0, abs=1e-9)
+    assert fd.loc[("caa", 2), "delta"] > 5.0
+    assert np.isnan(fd.loc[("none", 0), "delta"]) and np.isfinite(fd.loc[("none", 0), "excess"])
+    with pytest.raises(KeyError, match="no α = 0 clip"):
+        frechet_quality({("caa", "tempo"): (frame.assign(seed=9), emb)}, (base, base_emb), reference)

@@ -10,13 +10,20 @@
 * :func:`frechet_quality`: the Fréchet distance, in the CLAP audio-embedding space, between the
   clips of each method variant at each α bucket (the k-th α of its grid, both directions and
   all concepts pooled) and a reference set of real (rendered) clips. The plug-in estimate is
-  biased upwards, and the bias grows as the set shrinks (the sample covariance of n clips in a
-  wide embedding space is far from the population one), so buckets of different sizes are not
-  comparable as they stand. The reference is therefore split once (fixed seed) into a yardstick
-  half Y and a pool half P; every set X is measured as FD(X, Y), and its *floor* is the mean of
-  FD(S, Y) over ``draws`` random subsets S of P with |S| = n (capped at |P|): what n clips of
-  the reference itself score. The tables report ``excess = FD(X, Y) − floor(n)``, which is near
-  0 for clips indistinguishable from the reference at any n.
+  biased upwards, and the bias depends on the set: its size (the sample covariance of n clips in
+  a wide embedding space is far from the population one) and its diversity (a bucket pools the
+  same few prompts and seeds over every concept and direction, so at small α it holds near
+  copies of a few clips). Raw distances of sets built differently therefore do not compare. The
+  reference is split once (fixed seed) into a yardstick half Y and a pool half P, and:
+
+  - every set X is measured as FD(X, Y);
+  - a steered bucket is compared with its *unsteered counterparts* X₀ (the α = 0 clip of each of
+    its clips' prompt and seed, repeated as often): ``delta = FD(X, Y) − FD(X₀, Y)``, the change
+    in distance that steering caused, at identical size and prompt make-up;
+  - the unsteered clips are compared with as many reference clips: ``excess = FD(X, Y) − floor(n)``
+    with floor(n) the mean of FD(S, Y) over ``draws`` random n-subsets S of P (n capped at |P|),
+    near 0 when the model's clips are as close to the reference as real ones.
+
 * :func:`descriptor_correlation`: Pearson r between each alignment score and each external
   descriptor over all clips of a concept (the paper's table 8).
 """
@@ -130,17 +137,30 @@ def frechet_quality(embeddings: Mapping[tuple[str, str], tuple[pd.DataFrame, np.
                     baseline: tuple[pd.DataFrame, np.ndarray], reference: np.ndarray, *,
                     draws: int = 16, seed: int = 0) -> pd.DataFrame:
     """Fréchet distance to the reference per method variant and α bucket (bucket 0 = the α = 0
-    clips, shared by every method), concepts and directions pooled; with each set's floor and
-    excess over it (module docstring)."""
+    clips, shared by every method), concepts and directions pooled: FD, the n-matched floor and
+    the excess over it, and for steered buckets the FD of their unsteered counterparts and the
+    delta (module docstring)."""
     yard = FrechetYardstick(reference, draws=draws, seed=seed)
-    pooled: dict[tuple[str, int], list[np.ndarray]] = {}
-    for (method, _concept), (frame, emb) in embeddings.items():
+    base_frame, base_emb = baseline
+    base_row = {(str(p), int(s)): i for i, (p, s) in enumerate(zip(base_frame["prompt_id"], base_frame["seed"]))}
+    pooled: dict[tuple[str, int], list[tuple[np.ndarray, np.ndarray]]] = {}
+    for (method, concept), (frame, emb) in embeddings.items():
         buckets = alpha_buckets(frame).to_numpy()
+        keys = list(zip(frame["prompt_id"].astype(str), frame["seed"].astype(int)))
+        missing = sorted({k for k in keys if k not in base_row})
+        if missing:
+            raise KeyError(f"{method} / {concept}: no α = 0 clip for prompt and seed {missing[:3]}")
+        counterpart = base_emb[[base_row[k] for k in keys]]
         for b in np.unique(buckets):
-            pooled.setdefault((method, int(b)), []).append(emb[buckets == b])
-    rows = [{"method": "none", "bucket": 0, **yard.row(baseline[1])}]
+            pooled.setdefault((method, int(b)), []).append((emb[buckets == b], counterpart[buckets == b]))
+    rows = [{"method": "none", "bucket": 0, **yard.row(base_emb), "unsteered_frechet": float("nan"),
+             "delta": float("nan")}]
     for (method, b), parts in sorted(pooled.items()):
-        rows.append({"method": method, "bucket": b, **yard.row(np.concatenate(parts))})
+        steered = np.concatenate([p for p, _ in parts])
+        unsteered = frechet_distance(np.concatenate([c for _, c in parts]), yard.yardstick)
+        row = yard.row(steered)
+        rows.append({"method": method, "bucket": b, **row, "unsteered_frechet": unsteered,
+                     "delta": row["frechet"] - unsteered})
     return pd.DataFrame(rows)
 
 

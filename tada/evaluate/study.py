@@ -36,6 +36,26 @@ def _fmt(x: float) -> str:
     return "-" if not np.isfinite(x) else f"{x:.3f}"
 
 
+def quality_markdown(fd: pd.DataFrame) -> str:
+    """quality.md: per variant and α bucket the Fréchet delta to the unsteered counterparts; the
+    unsteered row gives its excess over as many reference clips (collect.frechet_quality)."""
+    value = fd["delta"].where(fd["method"] != "none", fd["excess"])
+    table = fd.assign(value=value).pivot(index="method", columns="bucket", values="value")
+    sizes = fd.pivot(index="method", columns="bucket", values="n")
+
+    def cell(m: str, b: int) -> str:
+        x = table.loc[m, b]
+        return "-" if not np.isfinite(x) else f"{x:+.3f} ({int(sizes.loc[m, b])})"
+
+    return ("Fréchet distance to the reference set (CLAP audio embeddings) per α bucket, clips per cell in "
+            "brackets. Steered rows: the change that steering caused, FD(clips) − FD(their α = 0 counterparts) "
+            "(0 = no change; higher is worse). Row `none`: the unsteered clips' FD in excess of as many "
+            "reference clips (0 = as close as real clips). quality.csv has every raw distance. Audiobox "
+            "Aesthetics is not configured, so no CE/CU/PC/PQ columns.\n\n"
+            + markdown_table(["method", *[f"bucket {b}" for b in table.columns]],
+                             [[m, *[cell(m, b) for b in table.columns]] for m in table.index]))
+
+
 def bottleneck_markdown(per_concept: pd.DataFrame, scorer: str, family: str = "caa") -> str:
     names = [family, f"{family}_localized", f"{family}_ablated"]
     col = f"auc_{scorer}"
@@ -102,18 +122,7 @@ def evaluate_study(*, results: str | Path, out_dir: str | Path, steering: Sequen
                                  (base_scores[base_scores["prompt_id"].isin(eval_ids)],
                                   base_emb[base_scores["prompt_id"].isin(eval_ids).to_numpy()]), reference)
     write_csv(out / "quality.csv", fd)
-    excess = fd.pivot(index="method", columns="bucket", values="excess")
-    sizes = fd.pivot(index="method", columns="bucket", values="n")
-
-    def cell(m: str, b: int) -> str:
-        return "-" if not np.isfinite(excess.loc[m, b]) else f"{excess.loc[m, b]:.3f} ({int(sizes.loc[m, b])})"
-
-    write_text(out / "quality.md", "Fréchet distance to the reference set (CLAP audio embeddings) in excess of what as "
-               "many reference clips score, `FD − floor(n)` (0: as close as real clips; lower is better), per α "
-               "bucket, with the number of clips in brackets; quality.csv also has FD and the floor. Audiobox "
-               "Aesthetics is not configured, so no CE/CU/PC/PQ columns.\n\n"
-               + markdown_table(["method", *[f"bucket {b}" for b in excess.columns]],
-                                [[m, *[cell(m, b) for b in excess.columns]] for m in excess.index]))
+    write_text(out / "quality.md", quality_markdown(fd))
 
     clips = {c: pd.concat([collect.baseline_for(base_scores, c)] + [scores[(v, c)] for v in variants],
                           ignore_index=True) for c in steering}
