@@ -120,7 +120,17 @@ def test_frechet_quality_delta_is_zero_for_unchanged_clips_and_positive_for_dist
     emb = np.concatenate([base_emb, base_emb, base_emb + 3.0, base_emb - 3.0])
     fd = frechet_quality({("caa", "tempo"): (frame, emb)}, (base, base_emb), reference).set_index(["method", "bucket"])
     assert fd.loc[("caa", 1), "n"] == 8 and fd.loc[("caa", 1), "delta"] == pytest.approx(0.0, abs=1e-9)
-    assert fd.loc[("caa", 2), "delta"] > 5.0
+    assert fd.loc[("caa", 1), "knn_delta"] == pytest.approx(0.0, abs=1e-9)
+    assert fd.loc[("caa", 2), "delta"] > 5.0 and fd.loc[("caa", 2), "knn_delta"] > 1.0
     assert np.isnan(fd.loc[("none", 0), "delta"]) and np.isfinite(fd.loc[("none", 0), "excess"])
     with pytest.raises(KeyError, match="no α = 0 clip"):
         frechet_quality({("caa", "tempo"): (frame.assign(seed=9), emb)}, (base, base_emb), reference)
+
+
+def test_knn_distance_worked_example():
+    from tada.evaluate.collect import knn_distance
+
+    reference = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0], [5.0, 5.0]])
+    got = knn_distance(np.array([[0.0, 0.0], [1.0, 1.0]]), reference, k=2)
+    # (0,0): nearest 0 and 1 -> 0.5; (1,1): distances 1 and sqrt(2), sqrt(2) -> (1 + sqrt 2) / 2
+    assert got == pytest.approx([0.5, (1 + math.sqrt(2)) / 2])

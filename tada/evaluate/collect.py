@@ -24,6 +24,11 @@
     with floor(n) the mean of FD(S, Y) over ``draws`` random n-subsets S of P (n capped at |P|),
     near 0 when the model's clips are as close to the reference as real ones.
 
+  With few prompts (the default run has 4) a bucket's distance mostly measures its spread, so
+  a per-clip measure is reported beside it: ``knn`` = the mean over the bucket's clips of each
+  clip's mean Euclidean distance to its k = 5 nearest reference clips, and ``knn_delta`` = that
+  minus the same for the unsteered counterparts (0 = unchanged, higher = farther from real clips).
+
 * :func:`descriptor_correlation`: Pearson r between each alignment score and each external
   descriptor over all clips of a concept (the paper's table 8).
 """
@@ -133,6 +138,15 @@ class FrechetYardstick:
         return {"n": len(emb), "frechet": fd, "floor": floor, "excess": fd - floor}
 
 
+def knn_distance(emb: np.ndarray, reference: np.ndarray, k: int = 5) -> np.ndarray:
+    """Per row of `emb`: the mean Euclidean distance to its `k` nearest rows of `reference`."""
+    emb, reference = np.asarray(emb, dtype=np.float64), np.asarray(reference, dtype=np.float64)
+    d2 = (emb ** 2).sum(1)[:, None] + (reference ** 2).sum(1)[None, :] - 2.0 * emb @ reference.T
+    d = np.sqrt(np.clip(d2, 0.0, None))
+    k = min(int(k), reference.shape[0])
+    return np.sort(d, axis=1)[:, :k].mean(axis=1)
+
+
 def frechet_quality(embeddings: Mapping[tuple[str, str], tuple[pd.DataFrame, np.ndarray]],
                     baseline: tuple[pd.DataFrame, np.ndarray], reference: np.ndarray, *,
                     draws: int = 16, seed: int = 0) -> pd.DataFrame:
@@ -153,14 +167,17 @@ def frechet_quality(embeddings: Mapping[tuple[str, str], tuple[pd.DataFrame, np.
         counterpart = base_emb[[base_row[k] for k in keys]]
         for b in np.unique(buckets):
             pooled.setdefault((method, int(b)), []).append((emb[buckets == b], counterpart[buckets == b]))
+    ref = np.asarray(reference, dtype=np.float64)
     rows = [{"method": "none", "bucket": 0, **yard.row(base_emb), "unsteered_frechet": float("nan"),
-             "delta": float("nan")}]
+             "delta": float("nan"), "knn": float(knn_distance(base_emb, ref).mean()), "knn_delta": float("nan")}]
     for (method, b), parts in sorted(pooled.items()):
         steered = np.concatenate([p for p, _ in parts])
         unsteered = frechet_distance(np.concatenate([c for _, c in parts]), yard.yardstick)
         row = yard.row(steered)
+        knn = float(knn_distance(steered, ref).mean())
+        knn0 = float(knn_distance(np.concatenate([c for _, c in parts]), ref).mean())
         rows.append({"method": method, "bucket": b, **row, "unsteered_frechet": unsteered,
-                     "delta": row["frechet"] - unsteered})
+                     "delta": row["frechet"] - unsteered, "knn": knn, "knn_delta": knn - knn0})
     return pd.DataFrame(rows)
 
 

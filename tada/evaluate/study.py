@@ -37,23 +37,33 @@ def _fmt(x: float) -> str:
 
 
 def quality_markdown(fd: pd.DataFrame) -> str:
-    """quality.md: per variant and α bucket the Fréchet delta to the unsteered counterparts; the
-    unsteered row gives its excess over as many reference clips (collect.frechet_quality)."""
-    value = fd["delta"].where(fd["method"] != "none", fd["excess"])
-    table = fd.assign(value=value).pivot(index="method", columns="bucket", values="value")
+    """quality.md: per variant and α bucket, the change steering caused in the per-clip distance
+    to the reference (5-NN) and in the Fréchet distance, both against the unsteered counterparts
+    of the same clips; the unsteered row gives its absolute values (collect.frechet_quality)."""
     sizes = fd.pivot(index="method", columns="bucket", values="n")
 
-    def cell(m: str, b: int) -> str:
-        x = table.loc[m, b]
-        return "-" if not np.isfinite(x) else f"{x:+.3f} ({int(sizes.loc[m, b])})"
+    def block(column: str, none_column: str) -> str:
+        value = fd[column].where(fd["method"] != "none", fd[none_column])
+        table = fd.assign(value=value).pivot(index="method", columns="bucket", values="value")
 
-    return ("Fréchet distance to the reference set (CLAP audio embeddings) per α bucket, clips per cell in "
-            "brackets. Steered rows: the change that steering caused, FD(clips) − FD(their α = 0 counterparts) "
-            "(0 = no change; higher is worse). Row `none`: the unsteered clips' FD in excess of as many "
-            "reference clips (0 = as close as real clips). quality.csv has every raw distance. Audiobox "
-            "Aesthetics is not configured, so no CE/CU/PC/PQ columns.\n\n"
-            + markdown_table(["method", *[f"bucket {b}" for b in table.columns]],
-                             [[m, *[cell(m, b) for b in table.columns]] for m in table.index]))
+        def cell(m: str, b: int) -> str:
+            x = table.loc[m, b]
+            return "-" if not np.isfinite(x) else f"{x:+.3f} ({int(sizes.loc[m, b])})"
+
+        return markdown_table(["method", *[f"bucket {b}" for b in table.columns]],
+                              [[m, *[cell(m, b) for b in table.columns]] for m in table.index])
+
+    return ("Audio quality in the CLAP audio-embedding space, per α bucket (clips per cell in brackets). "
+            "Audiobox Aesthetics is not configured, so no CE/CU/PC/PQ columns; quality.csv has every raw value.\n\n"
+            "**Per-clip distance to the reference** (mean distance to the 5 nearest reference clips). Steered "
+            "rows: the change steering caused against the α = 0 clips of the same prompts and seeds (0 = "
+            "unchanged; higher = farther from real clips). Row `none`: the unsteered clips' own value.\n\n"
+            + block("knn_delta", "knn")
+            + "\n**Fréchet distance to the reference.** Steered rows: FD(clips) − FD(their α = 0 counterparts); "
+            "row `none`: FD in excess of as many reference clips (0 = as close as real clips). With few "
+            "evaluation prompts a bucket's FD mostly measures its spread: steered buckets are more varied "
+            "than their counterparts (the same few clips repeated), so a negative change here is not better "
+            "audio.\n\n" + block("delta", "excess"))
 
 
 def bottleneck_markdown(per_concept: pd.DataFrame, scorer: str, family: str = "caa") -> str:
