@@ -8,13 +8,15 @@ summed wall time of its jobs (start line to "Finished jobid"), and the run's wal
 first to its last timestamp. CPU time per rule comes from the rules' `benchmark:` files (psutil's
 cpu_time of each job); CPU time over job time is how many cores a rule kept busy. Tables come from ``<results>/evaluation/`` (table1.md, table2.md,
 table3.md, bottleneck.md, responds.csv). ``--write`` replaces the "## Evaluation" section's
-"### Default run" block of BENCHMARKS.md.
+"### Default run" block of BENCHMARKS.md and copies the run's curves and localization heatmap to
+the README's figures (docs/figures/curves_<model>.png, localization_heatmap_<model>.png).
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+import shutil
 import sys
 from collections import defaultdict
 from datetime import datetime
@@ -89,7 +91,8 @@ def summarize(results: Path, log: Path, note: str | None, bench_dir: Path | None
                      f"{c / 60:.1f} | {c / s if s else float('nan'):.2f} |")
     ev = results / "evaluation"
     for name, title in (("table1.md", "Table 1 (averaged over concepts)"), ("table2.md", "Table 2"),
-                        ("bottleneck.md", "Bottleneck test"), ("table3.md", "Table 3")):
+                        ("bottleneck.md", "Bottleneck test"), ("table3.md", "Table 3"),
+                        ("quality.md", "Quality")):
         path = ev / name
         if path.exists():
             lines += ["", f"**{title}** (`{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}`)", "",
@@ -120,6 +123,10 @@ def main() -> None:
     print("\n".join(lines))
     if args.write:
         replace_subsection(ROOT / "BENCHMARKS.md", "## Evaluation", TITLE, lines)
+        for source, name in ((results / "evaluation" / "curves.png", f"curves_{results.name}.png"),
+                             (results / "localize" / "heatmap.png", f"localization_heatmap_{results.name}.png")):
+            if source.exists():
+                shutil.copyfile(source, ROOT / "docs" / "figures" / name)
 
 
 if __name__ == "__main__":
