@@ -25,11 +25,14 @@ include: "rules/cache.smk"
 include: "rules/localize.smk"
 include: "rules/vectors.smk"
 include: "rules/sae.smk"
+include: "rules/baselines.smk"
 include: "rules/sweeps.smk"
 include: "rules/evaluate.smk"
+include: "rules/study.smk"
 
 
 rule all:
     input:
         all_targets(),
+        study_targets(),
     default_target: True

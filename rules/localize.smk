@@ -1,4 +1,5 @@
-# Localization: activation patching per concept, then the functional layers across concepts.
+# Localization: activation patching (or ablation, or attribution patching: localize.mode) per concept,
+# then the functional layers across concepts. Attribution mode also writes raw_steps.csv beside raw.csv.
 # One concept alone: snakemake --cores 2 results/<model>/localize/<concept>/impact.csv
 
 

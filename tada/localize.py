@@ -8,6 +8,9 @@ the scorer's similarity of clip x to the concept's alignment text:
   branches); ``I(l) = (s(patched_l) - s(source)) / (s(target) - s(source))``.
 * ``mode="ablate"``: zero layer l's output in the target run;
   ``I(l) = (s(target) - s(ablated_l)) / (s(target) - s(source))``.
+* ``mode="attribution"``: the first-order estimate of patch mode's ``s(patched_l) - s(source)``
+  for every layer from one backward pass (:mod:`tada.attribution`); same impact formula, the
+  raw table's ``s_patched`` is ``s(source)`` plus the estimate.
 
 The impact of a layer for a concept is the mean of I(l) over pairs and seeds; pairs whose
 denominator ``s(target) - s(source)`` is below ``min_denominator`` are skipped and counted.
@@ -35,7 +38,7 @@ import pandas as pd
 
 log = logging.getLogger(__name__)
 
-MODES = ("patch", "ablate")
+MODES = ("patch", "ablate", "attribution")
 RAW_COLUMNS = ("concept", "mode", "pair_id", "seed", "text_length", "layer", "layer_name", "s_target",
                "s_source", "s_patched", "denominator", "impact", "skipped")
 IMPACT_COLUMNS = ("layer", "layer_name", "impact_mean", "impact_stderr", "n", "n_skipped")
@@ -51,6 +54,8 @@ class LocalizationResult:
     raw: pd.DataFrame
     impact: pd.DataFrame
     summary: dict[str, Any] = field(default_factory=dict)
+    #: attribution mode: per (pair, seed, layer, step, branch) first-order terms (raw_steps.csv)
+    raw_steps: pd.DataFrame | None = None
 
     def write(self, out_dir: str | Path) -> dict[str, Path]:
         """Write ``impact.csv``, ``raw.csv`` and ``summary.json`` into `out_dir` (atomically); the
@@ -60,6 +65,11 @@ class LocalizationResult:
         out = Path(out_dir)
         paths = {"impact": out / "impact.csv", "raw": out / "raw.csv", "summary": out / "summary.json"}
         write_csv(paths["raw"], self.raw)
+        if self.raw_steps is not None:
+            paths["raw_steps"] = out / "raw_steps.csv"
+            write_csv(paths["raw_steps"], self.raw_steps)
+        elif (out / "raw_steps.csv").exists():  # left by an attribution run into the same directory
+            (out / "raw_steps.csv").unlink()
         write_json(paths["summary"], self.summary)
         write_csv(paths["impact"], self.impact)
         return paths
@@ -145,14 +155,17 @@ def localize_concept(model: Any, scorer: Any, pairs: pd.DataFrame, alignment_tex
                      min_denominator: float = 0.01, max_pairs: int | None = None,
                      layers: Sequence[int] | None = None, steps: int | None = None,
                      guidance: float | None = None, duration: float | None = None,
-                     units_per_round: int | None = None, progress: bool = False) -> LocalizationResult:
+                     units_per_round: int | None = None, progress: bool = False,
+                     qk_fix: bool = True, checkpoint: bool = True) -> LocalizationResult:
     """Impact of each cross-attention layer on one concept.
 
     `pairs` has columns pair_id, target, source (as written by
     :func:`tada.prompts.write_pairs`); the first `max_pairs` are used. `layers` restricts the
     layers tried one at a time (default: all); the all-layers copy always covers every layer.
     `units_per_round` (default ``model.batch_size``) is how many (pair, seed) targets run in
-    one batch, and so how many cached key/value sets are held at once.
+    one batch, and so how many cached key/value sets are held at once. `qk_fix` (default on)
+    and `checkpoint` (recompute each sampler step's activations in the backward pass) apply to
+    ``mode="attribution"`` only (see :mod:`tada.attribution`).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -175,7 +188,13 @@ def localize_concept(model: Any, scorer: Any, pairs: pd.DataFrame, alignment_tex
     counts = {"generations": 0, "patched": 0}
     scores: dict[int, dict[str, Any]] = {}
     rounds = _rounds(units, max(1, size))
-    run = _run_patch if mode == "patch" else _run_ablate
+    run = {"patch": _run_patch, "ablate": _run_ablate}.get(mode)
+    if mode == "attribution":
+        from functools import partial
+
+        from tada.attribution import run_units
+
+        run = partial(run_units, qk_fix=qk_fix, checkpoint=checkpoint)
     for r, idx in enumerate(rounds):
         group = [units[i] for i in idx]
         scores.update(zip(idx, run(model, scorer, group, alignment_text, layer_ids, gen_kw, counts)))
@@ -187,10 +206,22 @@ def localize_concept(model: Any, scorer: Any, pairs: pd.DataFrame, alignment_tex
     impact = impact_table(raw, names, layer_ids)
     summary = _summary(concept, mode, alignment_text, raw, impact, pairs, seeds, min_denominator,
                        elapsed, counts)
+    raw_steps = None
+    if mode == "attribution":
+        summary.update(backward_passes=int(counts.get("backward", 0)), qk_fix=bool(qk_fix),
+                       checkpoint=bool(checkpoint), first_order=True)
+        raw_steps = _step_table(concept, units, scores, names)
     if hasattr(model, "describe"):  # the weights the impacts were measured on
         summary["model"] = model.describe()
         summary["weights_sha256"] = summary["model"].get("weights_sha256")
-    return LocalizationResult(concept=concept, raw=raw, impact=impact, summary=summary)
+    return LocalizationResult(concept=concept, raw=raw, impact=impact, summary=summary, raw_steps=raw_steps)
+
+
+def _step_table(concept, units, scores, names) -> pd.DataFrame:
+    cols = ["concept", "pair_id", "seed", "layer", "layer_name", "step", "branch", "d_keys", "d_values"]
+    rows = [{"concept": concept, "pair_id": u.pair_id, "seed": u.seed, "layer_name": names[r["layer"]], **r}
+            for i, u in enumerate(units) for r in scores[i]["steps"]]
+    return pd.DataFrame(rows, columns=cols)
 
 
 def _generate_scored(model, scorer, prompts, seeds, text_length, interventions, alignment_text, gen_kw,
@@ -278,7 +309,7 @@ def _run_ablate(model, scorer, group, alignment_text, layer_ids, gen_kw, counts)
 def impact_value(mode: str, s_target: float, s_source: float, s_patched: float) -> float:
     """The impact of one intervened run (not guarded)."""
     den = s_target - s_source
-    return (s_patched - s_source) / den if mode == "patch" else (s_target - s_patched) / den
+    return (s_target - s_patched) / den if mode == "ablate" else (s_patched - s_source) / den
 
 
 def _raw_rows(concept, mode, units, scores, layer_ids, names, min_denominator) -> pd.DataFrame:

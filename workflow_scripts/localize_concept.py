@@ -1,4 +1,4 @@
-"""Activation patching of one localization concept (rule localize_concept)."""
+"""Activation or attribution patching of one localization concept (rule localize_concept)."""
 import logging
 from pathlib import Path
 
@@ -22,7 +22,8 @@ result = localize_concept(model, scorer, pairs, concept.alignment_text, concept=
                           seeds=cfg["seeds"], mode=cfg["mode"], min_denominator=cfg["min_denominator"],
                           max_pairs=cfg["max_pairs"], steps=mcfg.get("steps"),
                           guidance=mcfg.get("guidance"), duration=mcfg.get("duration"),
-                          units_per_round=cfg.get("units_per_round"), progress=True)
+                          units_per_round=cfg.get("units_per_round"), progress=True,
+                          qk_fix=cfg.get("qk_fix", True), checkpoint=cfg.get("checkpoint", True))
 result.write(Path(snakemake.output.impact).parent)
 logging.info("summary: %s", result.summary)
 logging.info("impact:\n%s", result.impact.to_string(index=False))

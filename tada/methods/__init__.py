@@ -3,7 +3,8 @@
 A variant is named ``<family>`` (global: every cross-attention layer), ``<family>_localized``
 (the functional layers) or ``<family>_ablated`` (all but the functional layers), e.g.
 ``caa_localized`` or ``pci``. :func:`build_variant` makes one from its name; activation
-families read their steering-vector file, PCI needs only the layer set.
+families read their steering-vector file, the baselines (Text / Token Embeddings, FreeSliders,
+Concept Sliders) their artifact at the same place, PCI needs only the layer set.
 """
 
 from __future__ import annotations
@@ -14,14 +15,26 @@ from typing import Sequence
 from .base import MethodVariant, SweepRow, Unsteered
 from .pci import PCIVariant, common_text_length
 from .vector import VectorVariant
+from .baseline_artifact import BaselineArtifact, check_support
+from .freesliders import FreeSlidersVariant
+from .sliders import SlidersVariant
+from .text_embeddings import TextEmbeddingsVariant
+from .token_embeddings import TokenEmbeddingsVariant
 
-#: method family -> (variant class, does it read a steering-vector file?)
+#: method family -> (variant class, does it read a steering-vector file?). The baselines read
+#: their artifact (``vectors/<family>/<layer set>/<concept>.safetensors``) in its place.
 FAMILIES: dict[str, tuple[type[MethodVariant], bool]] = {
     "caa": (VectorVariant, True),
     "austeer": (VectorVariant, True),
     "sae": (VectorVariant, True),
     "pci": (PCIVariant, False),
+    "textemb": (TextEmbeddingsVariant, True),
+    "tokenemb": (TokenEmbeddingsVariant, True),
+    "freesliders": (FreeSlidersVariant, True),
+    "sliders": (SlidersVariant, True),
 }
+#: the baseline families (their artifacts are made by rules/baselines.smk)
+BASELINES = ("textemb", "tokenemb", "freesliders", "sliders")
 LAYER_SET_SUFFIX = {"global": "", "localized": "_localized", "ablated": "_ablated"}
 
 
@@ -59,5 +72,6 @@ def build_variant(name: str, *, vector: str | os.PathLike | None = None,
     return cls(name, layer_set, None if layer_set == "global" else layers)
 
 
-__all__ = ["FAMILIES", "MethodVariant", "PCIVariant", "SweepRow", "Unsteered", "VectorVariant",
-           "build_variant", "common_text_length", "needs_vector", "parse_variant_name", "variant_name"]
+__all__ = ["BASELINES", "BaselineArtifact", "FAMILIES", "MethodVariant", "PCIVariant", "SweepRow", "Unsteered",
+           "VectorVariant", "build_variant", "check_support", "common_text_length", "needs_vector",
+           "parse_variant_name", "variant_name"]

@@ -32,7 +32,7 @@ from typing import Sequence
 import torch
 
 from ._diffusers import DiffusersModel, find_modules, generators
-from .base import seeded_noise
+from .base import seeded_noise, word_positions
 
 
 class AceStep15Model(DiffusersModel):
@@ -101,14 +101,24 @@ class AceStep15Model(DiffusersModel):
 
         return encode_prompt
 
-    @torch.inference_mode()
-    def encode_prompts(self, prompts: Sequence[str], negative: bool = False,
-                       text_length: int | None = None, duration: float | None = None) -> torch.Tensor:
-        """The states every ``cross_attn`` layer reads, (B, tokens, width): the packed
-        condition of `prompts` after ``condition_embedder``, or with ``negative=True`` the
-        pipeline's null condition of the same shape."""
+    def token_positions(self, prompt: str, word: str) -> list[list[int]]:
+        """Positions of `word` of the caption (not of the template around it) in the packed
+        condition: the valid lyric and timbre states come first, then the caption template's
+        tokens in order."""
+        template = self._template(prompt, self.default_duration)
+        start = template.find(prompt)
+        tok = self.pipe.tokenizer(template, return_offsets_mapping=True)
+        inside = {i for i, (a, b) in enumerate(tok["offset_mapping"])
+                  if start >= 0 and start <= a < b <= start + len(prompt)}
+        spans = [s for s in word_positions(self.pipe.tokenizer, template, word) if set(s) <= inside]
+        with torch.inference_mode():
+            _, packed, text_mask = self._condition([prompt], None, None)
+        offset = int(packed[0].sum()) - int(text_mask[0].sum())
+        return [[offset + i for i in s] for s in spans]
+
+    def _condition(self, prompts: list[str], text_length: int | None, duration: float | None):
+        """(packed condition states, packed mask, caption mask) of `prompts`."""
         pipe, device = self.pipe, self.device
-        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         duration = self.default_duration if duration is None else float(duration)
         encode = self._padded_encoder(int(text_length)) if text_length is not None else pipe.encode_prompt
         text, text_mask, lyric, lyric_mask = encode(
@@ -118,10 +128,21 @@ class AceStep15Model(DiffusersModel):
         frames = math.ceil(30 * pipe.latents_per_second)
         timbre = (pipe.condition_encoder.silence_latent[:, :frames, :].to(device=device, dtype=dtype)
                   .expand(len(prompts), -1, -1).contiguous())
-        states, _ = pipe.condition_encoder(
+        states, mask = pipe.condition_encoder(
             text_hidden_states=text, text_attention_mask=text_mask, lyric_hidden_states=lyric,
             lyric_attention_mask=lyric_mask, refer_audio_acoustic_hidden_states_packed=timbre,
             refer_audio_order_mask=torch.arange(len(prompts), device=device, dtype=torch.long))
+        return states, mask, text_mask
+
+    @torch.inference_mode()
+    def encode_prompts(self, prompts: Sequence[str], negative: bool = False,
+                       text_length: int | None = None, duration: float | None = None) -> torch.Tensor:
+        """The states every ``cross_attn`` layer reads, (B, tokens, width): the packed
+        condition of `prompts` after ``condition_embedder``, or with ``negative=True`` the
+        pipeline's null condition of the same shape."""
+        pipe, device = self.pipe, self.device
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        states, _, _ = self._condition(prompts, text_length, duration)
         if negative:
             states = pipe.condition_encoder.null_condition_emb.to(device=device, dtype=states.dtype
                                                                   ).expand_as(states)

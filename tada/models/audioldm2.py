@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from ._diffusers import DiffusersModel, generators, output_width
-from .base import seeded_noise
+from .base import seeded_noise, word_positions
 
 
 def ensure_generation_capable(pipe: Any) -> None:
@@ -110,6 +110,10 @@ class AudioLDM2Model(DiffusersModel):
     def token_count(self, prompt: str) -> int:
         """T5 tokens of `prompt` (the stream whose length varies with the prompt)."""
         return len(self.pipe.tokenizer_2(prompt, truncation=True).input_ids)
+
+    def token_positions(self, prompt: str, word: str) -> list[list[int]]:
+        """Positions of `word` in the T5 stream (the GPT-2 stream has no token positions)."""
+        return word_positions(self.pipe.tokenizer_2, prompt, word)
 
     def _t5_length(self, texts: Sequence[str], text_length: int | None) -> int:
         need = max(self.token_count(t) for t in texts)

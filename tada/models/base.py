@@ -141,6 +141,9 @@ class SteerableModel(abc.ABC):
         self._layers: list[CrossAttentionLayer] | None = None
         #: CFG branch order of the batch currently being denoised (set during generation)
         self.run_branches: tuple[str, ...] = ("cond",)
+        #: guidance scale and text_length of the generation in progress
+        self.run_guidance: float = 1.0
+        self.run_text_length: int | None = None
 
     def set_defaults(self, steps: int | None = None, guidance: float | None = None,
                      duration: float | None = None) -> None:
@@ -203,6 +206,12 @@ class SteerableModel(abc.ABC):
     def token_count(self, prompt: str) -> int:
         """Number of encoder tokens of `prompt` without padding (for `text_length`)."""
 
+    def token_positions(self, prompt: str, word: str) -> list[list[int]]:
+        """Positions of `word` in the encoder states of `prompt`, one list of token positions per
+        occurrence (a word may span several tokens)."""
+        raise NotImplementedError(f"backend '{self.backend}' does not map words to encoder-state "
+                                  "positions (needed by the token-embedding baseline)")
+
     def cfg_branches(self, guidance: float) -> tuple[str, ...]:
         """Order of the CFG branches along the denoiser batch: e.g. ("uncond", "cond")."""
         return ("uncond", "cond") if guidance > 1.0 else ("cond",)
@@ -238,6 +247,7 @@ class SteerableModel(abc.ABC):
         if steps < 1 or duration <= 0:
             raise ValueError(f"steps must be >= 1 and duration > 0 (got {steps}, {duration})")
         self.run_branches = self.cfg_branches(guidance)
+        self.run_guidance, self.run_text_length = guidance, text_length  # read by interventions
         with apply_interventions(self, interventions), torch.inference_mode():
             # every active session (this call's and any enclosing `tada.steer`) starts at step 0
             sessions = list(self.__dict__.get("_intervention_states", []))
@@ -313,6 +323,23 @@ def state_dict_sha256(modules: Mapping[str, torch.nn.Module]) -> str:
             digest.update(f"{name}.{key}:{t.dtype}:{tuple(tensor.shape)}\0".encode())
             digest.update(t.view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
+
+
+def word_positions(tokenizer: Any, prompt: str, word: str) -> list[list[int]]:
+    """Token positions of every occurrence of `word` in `prompt` as `tokenizer` encodes it (special
+    tokens included, so a position indexes the encoder states): the runs of `word`'s own tokens
+    (matched with and without a leading space)."""
+    ids = list(tokenizer(prompt).input_ids)
+    out: list[list[int]] = []
+    for variant in dict.fromkeys((word, " " + word)):
+        needle = list(tokenizer(variant, add_special_tokens=False).input_ids)
+        if not needle:
+            continue
+        for i in range(len(ids) - len(needle) + 1):
+            span = list(range(i, i + len(needle)))
+            if ids[i:i + len(needle)] == needle and span not in out:
+                out.append(span)
+    return sorted(out)
 
 
 def seeded_noise(seeds: Sequence[int], shape: Sequence[int], device: torch.device,

@@ -18,7 +18,7 @@ import torch
 
 from ..embedded.model import TextEncoder, euler_sample, frames_for, load_network
 from ..world.features import mel_to_audio
-from .base import Generation, SteerableModel, seeded_noise
+from .base import Generation, SteerableModel, seeded_noise, word_positions
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PATH = ROOT / "data" / "embedded_model"
@@ -79,6 +79,14 @@ class EmbeddedModel(SteerableModel):
 
     def token_count(self, prompt: str) -> int:
         return self.text_encoder.token_count(prompt)
+
+    def token_positions(self, prompt: str, word: str) -> list[list[int]]:
+        """Positions of `word` in the states of `prompt` (MiniLM tokens, [CLS] at 0); an encoder
+        without a tokenizer may answer itself (``token_positions``)."""
+        own = getattr(self.text_encoder, "token_positions", None)
+        if own is not None:
+            return own(prompt, word)
+        return word_positions(self.text_encoder.tokenizer, prompt, word)
 
     def encode_prompts(self, prompts: Sequence[str], negative: bool = False,
                        text_length: int | None = None) -> torch.Tensor:

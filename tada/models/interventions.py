@@ -107,6 +107,11 @@ class Intervention:
     def post(self, state: RunState, layer: int, output: torch.Tensor) -> torch.Tensor:
         return output
 
+    def attach(self, model: Any, denoiser: torch.nn.Module, state: RunState) -> list[Any]:
+        """Hooks outside the cross-attention processors (e.g. on the denoiser or on weight
+        modules); their handles are removed with the session."""
+        return []
+
 
 def _as_tuple(layers: Sequence[int] | int | None) -> tuple[int, ...] | None:
     if layers is None:
@@ -530,6 +535,8 @@ def install(layers: Sequence[Any], denoiser: torch.nn.Module, interventions: Seq
 
     handle.hooks.append(denoiser.register_forward_pre_hook(_advance))
     try:
+        for iv in interventions:
+            handle.hooks += list(iv.attach(model, denoiser, state))
         for layer in layers:
             active = [iv for iv in interventions if iv.applies_to(layer.index)]
             if not active:

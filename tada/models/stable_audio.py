@@ -26,7 +26,7 @@ from typing import Sequence
 import torch
 
 from ._diffusers import DiffusersModel, find_modules, generators
-from .base import seeded_noise
+from .base import seeded_noise, word_positions
 
 
 class StableAudioModel(DiffusersModel):
@@ -60,6 +60,10 @@ class StableAudioModel(DiffusersModel):
 
     def token_count(self, prompt: str) -> int:
         return len(self.pipe.tokenizer(prompt, truncation=True).input_ids)
+
+    def token_positions(self, prompt: str, word: str) -> list[list[int]]:
+        """Positions of `word` among the T5 states (the first tokens of every layer's states)."""
+        return word_positions(self.pipe.tokenizer, prompt, word)
 
     @torch.inference_mode()
     def encode_prompts(self, prompts: Sequence[str], negative: bool = False,
