@@ -10,8 +10,9 @@ connections (asyncio streams, :mod:`tada.study.loadtest`) and reads the throughp
 (submissions / wall time of the burst) and the 99th percentile of the per-request latency;
 then a second burst, during which the server is SIGKILLed once 30% of it was answered: rows
 lost = acknowledged (2xx) submissions whose row is not in the file. Also times a single
-write + fsync of a row on the same file system (median of 200). Prints the median over the repeats (and every run); ``--write``
-replaces the "Listening study server" section of BENCHMARKS.md.
+write + fsync of a row on the same file system (median of 200). Prints the median over the
+repeats (and every run); ``--write`` replaces the "Listening study server" section of
+BENCHMARKS.md.
 """
 
 from __future__ import annotations

@@ -56,6 +56,7 @@ import torch
 import torch.nn.functional as F
 
 from .models.interventions import Capture, Intervention, _as_tuple, apply_interventions
+from .scorers.clap import world_input
 
 
 class NotDifferentiableError(RuntimeError):
@@ -365,7 +366,7 @@ def _clap_score(scorer: Any, clips: TensorClips, text: str) -> torch.Tensor:
         mels = clips.features
     else:
         mels = torch_log_mel(clips.audio.mean(dim=1) if clips.audio.ndim == 3 else clips.audio, clips.sample_rate)
-    x = torch_world_input(mels, int(scorer.meta.get("time_pool", 2))).to(scorer.device)
+    x = world_input(mels, int(scorer.meta.get("time_pool", 2))).to(scorer.device)
     x = x.to(next(scorer.model.parameters()).dtype)
     with _frozen(scorer.model), _explicit_batch_norm(scorer.model):
         a = _pooled(scorer.model.get_audio_features(input_features=x))
@@ -399,17 +400,6 @@ def _explicit_batch_norm(module: torch.nn.Module) -> Iterator[None]:
     finally:
         for bn in patched:
             del bn.forward
-
-
-def torch_world_input(mels: torch.Tensor, time_pool: int = 2, frames: int = 128) -> torch.Tensor:
-    """Torch twin of :func:`tada.scorers.clap.world_input` (crop/pad with -1, pool over time)."""
-    x = mels.float() if mels.dtype in (torch.float16, torch.bfloat16) else mels
-    if x.shape[1] < frames:
-        x = F.pad(x, (0, 0, 0, frames - x.shape[1]), value=-1.0)
-    x = x[:, :frames]
-    if time_pool > 1:
-        x = F.avg_pool1d(x.transpose(1, 2), time_pool).transpose(1, 2)
-    return x[:, None]
 
 
 def fourier_resample(y: torch.Tensor, sr: int, target: int) -> torch.Tensor:

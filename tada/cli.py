@@ -9,7 +9,7 @@ import logging
 import sys
 
 #: subcommands in the order `--help` lists them
-COMMANDS = ["generate", "steer", "evaluate", "study"]
+COMMANDS = ["generate", "steer", "evaluate", "study", "play"]
 
 
 def build_parser() -> argparse.ArgumentParser:

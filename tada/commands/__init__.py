@@ -30,3 +30,13 @@ def load_model_from_args(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]
 
 def generation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {k: getattr(args, k) for k in ("steps", "guidance", "duration") if getattr(args, k) is not None}
+
+
+def run_action(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None) -> int:
+    """Run the action a command with sub-actions chose (`action_func`), or print its help."""
+    action = getattr(args, "action_func", None)
+    if action is None:
+        if parser is not None:
+            parser.print_help()
+        return 2
+    return int(action(args) or 0)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from . import run_action
+
 
 def parse_names(text: str) -> list[str]:
     names = [v.strip() for v in str(text).split(",") if v.strip()]
@@ -38,12 +40,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None) -> int:
-    action = getattr(args, "action_func", None)
-    if action is None:
-        if parser is not None:
-            parser.print_help()
-        return 2
-    return int(action(args) or 0)
+    return run_action(args, parser)
 
 
 def run_tables(args: argparse.Namespace) -> int:

@@ -3,6 +3,11 @@
 Every α of a prompt is generated from the same seed, and the α values are batched into one
 generation (one α per prompt of the batch). Writes one WAV per (prompt, α), an ``index.csv``
 and a spectrogram sheet ``sheet.png`` (prompts down, α across).
+
+``tada steer --from-sidecar clip.json --out DIR`` instead renders one clip saved by the steering
+playground (``tada play``) again, bit for bit: the sidecar fixes the model (weights hash),
+prompt, seed, sampler settings, vectors (file hashes) and α, and the whole batch the clip came
+from; it writes ``DIR/<sidecar name>.wav``.
 """
 
 from __future__ import annotations
@@ -34,11 +39,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("steer", help="render an alpha sweep of a steering vector",
                        description="Generate one clip per alpha (same seed) with a steering vector "
                                    "added, plus a spectrogram sheet.")
-    p.add_argument("--vector", required=True, help="steering vector (.safetensors)")
+    p.add_argument("--vector", default=None, help="steering vector (.safetensors); required unless --from-sidecar")
     p.add_argument("--alpha", type=parse_floats, default=[-2.0, -1.0, 0.0, 1.0, 2.0],
                    help="comma-separated alphas, e.g. --alpha=-2,-1,0,1,2 (default)")
-    p.add_argument("--prompt", action="append", required=True,
-                   help="text prompt (repeat for several prompts)")
+    p.add_argument("--prompt", action="append", default=None,
+                   help="text prompt (repeat for several prompts); required unless --from-sidecar")
+    p.add_argument("--from-sidecar", default=None, metavar="FILE",
+                   help="render the clip of a `tada play` sidecar (JSON) again, bit for bit; the sidecar's "
+                        "model, prompt, seed, steps, vectors and alpha replace the other options")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--seed", type=int, default=0, help="seed of every clip (default 0)")
     p.add_argument("--layers", type=parse_layers, default=None,
@@ -126,12 +134,31 @@ def render_sweep(model: Any, vector: Any, prompts: Sequence[str], alphas: Sequen
     return out
 
 
+def run_sidecar(args: argparse.Namespace) -> int:
+    """Render the clip of a playground sidecar again (same batch, same weights, same vectors)."""
+    from tada.io import write_audio
+    from tada.play.sidecar import load_sidecar, regenerate
+
+    meta = load_sidecar(args.from_sidecar)
+    args.model = args.model or meta["model"].get("name")
+    model, _ = load_model_from_args(args)
+    audio, sample_rate = regenerate(model, meta)
+    path = Path(args.out) / (Path(args.from_sidecar).stem + ".wav")
+    write_audio(path, audio, sample_rate)
+    print(path)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from tada.io import write_audio, write_csv
     from tada.steering.vectors import SteeringVector
 
+    if args.from_sidecar:
+        return run_sidecar(args)
+    if not args.vector or not args.prompt:
+        raise ValueError("--vector and --prompt are required (or --from-sidecar FILE)")
     vector = SteeringVector.load(args.vector)
     model, _ = load_model_from_args(args)
     vector.check_compatible(model, None if args.layers is None else model.resolve_layers(args.layers))

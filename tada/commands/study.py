@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from . import run_action
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from tada.study.server import DEFAULT_MAX_BODY
@@ -58,12 +60,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None) -> int:
-    action = getattr(args, "action_func", None)
-    if action is None:
-        if parser is not None:
-            parser.print_help()
-        return 2
-    return int(action(args) or 0)
+    return run_action(args, parser)
 
 
 def run_serve(args: argparse.Namespace) -> int:

@@ -172,12 +172,16 @@ def _world_mels(audio: np.ndarray, sr: int) -> np.ndarray:
 WORLD_FRAMES = 128
 
 
-def world_input(mels: np.ndarray, time_pool: int = 2, frames: int = WORLD_FRAMES) -> torch.Tensor:
+def world_input(mels: np.ndarray | torch.Tensor, time_pool: int = 2, frames: int = WORLD_FRAMES) -> torch.Tensor:
     """World log-mels (B, frames, n_mels) -> CLAP input features (B, 1, frames/time_pool, n_mels).
 
-    Clips are cropped or padded (with silence, -1) to `frames` frames first.
+    Clips are cropped or padded (with silence, -1) to `frames` frames first. A tensor keeps its
+    autograd graph and its dtype (half precision is widened to float32); arrays become float32.
     """
-    x = torch.as_tensor(np.asarray(mels, dtype=np.float32))
+    if isinstance(mels, torch.Tensor):
+        x = mels.float() if mels.dtype in (torch.float16, torch.bfloat16) else mels
+    else:
+        x = torch.as_tensor(np.asarray(mels, dtype=np.float32))
     if x.shape[1] < frames:
         x = F.pad(x, (0, 0, 0, frames - x.shape[1]), value=-1.0)
     x = x[:, :frames]
