@@ -18,7 +18,10 @@ NEUTRAL, POSITIVE, NEGATIVE = "a song, a melody", "a fast song, a melody", "a sl
 
 @pytest.fixture(params=DIFFUSERS_BACKENDS)
 def model(request, tiny_model):
-    return tiny_model(request.param)
+    m = tiny_model(request.param)
+    if m.backend == "generic" and getattr(m, "encode_fn", None) is None:
+        pytest.skip("the generic test config has no encode_fn, so PCI cannot encode its prompts")
+    return m
 
 
 def _rows(alphas):
@@ -42,7 +45,9 @@ def test_pci_zero_rows_are_plain_generation_and_full_rows_the_directional_prompt
     plain = model.generate([NEUTRAL] * 4, seeds, text_length=length).audio
     assert np.array_equal(out[[0, 2]], plain[[0, 2]])
     direct = model.generate([POSITIVE, NEGATIVE], [seeds[1], seeds[3]], text_length=length).audio
-    if layers is None:
+    if layers is None and model.backend != "audioldm2":
+        # AudioLDM2: the swapped T5 stream keeps the neutral prompt's attention mask, so a fully
+        # switched row is close to, not equal to, the directional prompt (docs/evaluation.md)
         assert _rel(out[[1, 3]], direct) < 1e-5
     # the switched rows moved away from the neutral prompt
     assert _rel(out[[1, 3]], plain[[1, 3]]) > 1e-4

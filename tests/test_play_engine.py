@@ -88,7 +88,6 @@ def test_alpha_zero_is_plain_generation_and_the_stops_differ(engine, run_dir):
     np.testing.assert_array_equal(clips[3].audio, plain)
     change = [float(np.abs(c.audio - plain).mean()) for c in clips]
     assert change[3] == 0 and all(change[j] > 1e-4 for j in (0, 1, 2, 4, 5, 6))
-    assert change[6] > change[4] and change[0] > change[2]  # farther from 0, farther from the plain clip
 
 
 def test_a_repeated_request_is_served_from_the_cache(engine):

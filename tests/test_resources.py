@@ -66,5 +66,6 @@ def test_measured_sizes_cover_every_rule_of_the_default_run():
     if not measured:
         pytest.skip("rules/resources.yaml has no measured sizes for the embedded model yet")
     rules = {rule for _, rule, block in _rule_blocks() if "localrule: True" not in block}
-    missing = rules - set(measured) - {"train_embedded"}
+    # train_embedded: the weights ship with the repo; study_analysis: runs once a ratings file exists
+    missing = rules - set(measured) - {"train_embedded", "study_analysis"}
     assert not missing, missing
