@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from .base import MethodVariant
+from .base import MethodVariant, SweepRow
 from .baseline_artifact import BaselineArtifact, check_support
 
 
@@ -40,6 +40,15 @@ class BaselineVariant(MethodVariant):
     def check_model(self, model: Any) -> None:
         """Raise naming the backend and method when `model` cannot run this family."""
         check_support(getattr(model, "backend", type(model).__name__), [self.family])
+
+    def directional_encoders(self, model: Any, rows: Sequence[SweepRow]) -> tuple[list[float], Callable, Callable] | None:
+        """(α per row, encoder of the positive prompts, encoder of the negative ones), or None
+        when every α is 0 (no intervention: plain generation). Checks the backend first."""
+        alphas = [float(r.alpha) for r in rows]
+        if not any(alphas):
+            return None
+        self.check_model(model)
+        return alphas, encoder([r.positive for r in rows]), encoder([r.negative for r in rows])
 
     def describe(self) -> dict[str, Any]:
         out = super().describe()

@@ -17,18 +17,17 @@ from typing import Any, Sequence
 from tada.models.baseline_interventions import SliderVelocity
 
 from .base import SweepRow
-from .baseline_variant import BaselineVariant, encoder, text_streams
+from .baseline_variant import BaselineVariant, text_streams
 
 
 class FreeSlidersVariant(BaselineVariant):
     """FreeSliders on all cross-attention layers or on a layer set."""
 
     def interventions(self, model: Any, rows: Sequence[SweepRow], steps: int) -> list[Any]:
-        alphas = [float(r.alpha) for r in rows]
-        if not any(alphas):
+        found = self.directional_encoders(model, rows)
+        if found is None:
             return []
-        self.check_model(model)
-        pos, neg = encoder([r.positive for r in rows]), encoder([r.negative for r in rows])
+        alphas, pos, neg = found
         start = int(self.hyperparameters.get("start_step", 0))
         return [SliderVelocity(self.layers, lambda m: text_streams(pos(m)), lambda m: text_streams(neg(m)),
                                alphas, start_step=start)]

@@ -15,16 +15,15 @@ from typing import Any, Sequence
 from tada.models.baseline_interventions import AddToCondition
 
 from .base import SweepRow
-from .baseline_variant import BaselineVariant, difference, encoder
+from .baseline_variant import BaselineVariant, difference
 
 
 class TextEmbeddingsVariant(BaselineVariant):
     """Text Embeddings on all cross-attention layers or on a layer set."""
 
     def interventions(self, model: Any, rows: Sequence[SweepRow], steps: int) -> list[Any]:
-        alphas = [float(r.alpha) for r in rows]
-        if not any(alphas):
+        found = self.directional_encoders(model, rows)
+        if found is None:
             return []
-        self.check_model(model)
-        pos, neg = encoder([r.positive for r in rows]), encoder([r.negative for r in rows])
+        alphas, pos, neg = found
         return [AddToCondition(self.layers, lambda m: difference(pos(m), neg(m)), alphas)]
