@@ -63,7 +63,7 @@ def main() -> None:
             times[name].append((time.perf_counter() - t) / args.clips)
     med = {k: statistics.median(v) for k, v in times.items()}
     lines = [f"{date.today()}, {platform.machine()} CPU, {args.threads} threads, embedded model, {args.clips} clips "
-             f"(30 steps, CFG 4, 4 s), median of {args.repeats} runs:", "",
+             f"({model.default_steps} steps, CFG {model.default_guidance:g}, 4 s), median of {args.repeats} runs:", "",
              "| mode | median s per clip | runs (s per clip) |", "|---|---|---|"]
     for k in ("batched", "single"):
         lines.append(f"| {k} | {med[k]:.3f} | {', '.join(f'{x:.3f}' for x in times[k])} |")

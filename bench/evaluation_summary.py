@@ -1,13 +1,14 @@
 """Summarize an evaluation run for BENCHMARKS.md: stage times and Tables 1-3.
 
     .venv/bin/python bench/evaluation_summary.py [--results results/embedded] [--log SNAKEMAKE_LOG]
-        [--benchmarks benchmarks/embedded] [--note TEXT] [--write]
+        [--note TEXT] [--write]
 
 Stage times come from a Snakemake log (default: the newest under .snakemake/log): per rule, the
 summed wall time of its jobs (start line to "Finished jobid"), and the run's wall time from its
-first to its last timestamp. CPU time per rule comes from the rules' `benchmark:` files (psutil's
-cpu_time of each job); CPU time over job time is how many cores a rule kept busy. Tables come from ``<results>/evaluation/`` (table1.md, table2.md,
-table3.md, bottleneck.md, responds.csv). ``--write`` replaces the "## Evaluation" section's
+first to its last timestamp; summed job time over wall time is how many jobs ran at once. (The
+rules' `benchmark:` files are not used for CPU time: Snakemake samples a job's CPU time every 30 s,
+so the last seconds of every job are missing from them.) Tables come from
+``<results>/evaluation/`` (table1.md, table2.md, table3.md, bottleneck.md, quality.md, responds.csv). ``--write`` replaces the "## Evaluation" section's
 "### Default run" block of BENCHMARKS.md and copies the run's curves and localization heatmap to
 the README's figures (docs/figures/curves_<model>.png, localization_heatmap_<model>.png).
 """
@@ -59,43 +60,26 @@ def rule_times(log: Path) -> tuple[dict[str, list[float]], float]:
     return dict(out), (last - first).total_seconds() if first and last else float("nan")
 
 
-def cpu_times(bench_dir: Path | None) -> dict[str, tuple[float, float]]:
-    """Per rule: (summed wall seconds, summed CPU seconds) of its benchmark files."""
-    out: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
-    if bench_dir is None or not bench_dir.is_dir():
-        return {}
-    for path in bench_dir.glob("*/**/*.tsv"):
-        frame = pd.read_csv(path, sep="\t")
-        rule = path.relative_to(bench_dir).parts[0]
-        out[rule][0] += float(frame["s"].iloc[0])
-        out[rule][1] += float(frame["cpu_time"].iloc[0])
-    return {k: (v[0], v[1]) for k, v in out.items()}
-
-
-def summarize(results: Path, log: Path, note: str | None, bench_dir: Path | None = None) -> list[str]:
+def summarize(results: Path, log: Path, note: str | None) -> list[str]:
     times, wall = rule_times(log)
-    cpu = cpu_times(bench_dir)
     lines = [note, ""] if note else []
+    summed = sum(sum(v) for v in times.values())
     lines.append(f"Snakemake log `{log.name}`: {sum(len(v) for v in times.values())} jobs, "
-                 f"{wall / 60:.1f} min of wall time from first to last job.")
-    if cpu:
-        total = sum(c for _, c in cpu.values())
-        lines.append(f"CPU time of all jobs (their benchmark files): {total / 60:.1f} min, i.e. "
-                     f"{total / wall:.2f} cores busy on average over the run.")
+                 f"{wall / 60:.1f} min of wall time from first to last job; the jobs' times add up to "
+                 f"{summed / 60:.1f} min, i.e. {summed / wall:.2f} jobs running at once on average.")
     lines.append("")
-    lines.append("| rule | jobs | job time, summed (min) | median per job (s) | CPU time, summed (min) | cores busy |")
-    lines.append("|---|---|---|---|---|---|")
+    lines.append("| rule | jobs | job time, summed (min) | share of the summed time | median per job (s) |")
+    lines.append("|---|---|---|---|---|")
     for rule, ts in sorted(times.items(), key=lambda kv: -sum(kv[1])):
-        s, c = cpu.get(rule, (float("nan"), float("nan")))
-        lines.append(f"| {rule} | {len(ts)} | {sum(ts) / 60:.1f} | {pd.Series(ts).median():.0f} | "
-                     f"{c / 60:.1f} | {c / s if s else float('nan'):.2f} |")
+        lines.append(f"| {rule} | {len(ts)} | {sum(ts) / 60:.1f} | {sum(ts) / summed:.0%} | "
+                     f"{pd.Series(ts).median():.0f} |")
     ev = results / "evaluation"
     for name, title in (("table1.md", "Table 1 (averaged over concepts)"), ("table2.md", "Table 2"),
                         ("bottleneck.md", "Bottleneck test"), ("table3.md", "Table 3"),
                         ("quality.md", "Quality")):
         path = ev / name
         if path.exists():
-            lines += ["", f"**{title}** (`{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}`)", "",
+            lines += ["", f"**{title}** (`{path.relative_to(results.parents[1])}`)", "",
                       path.read_text().strip()]
     resp = ev / "responds.csv"
     if resp.exists():
@@ -110,15 +94,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--results", default=str(ROOT / "results" / "embedded"))
     parser.add_argument("--log", default=None)
-    parser.add_argument("--benchmarks", default=None,
-                        help="folder of the rules' benchmark files (default: benchmarks/<results folder name>)")
     parser.add_argument("--note", default=None)
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
     log = Path(args.log) if args.log else max((ROOT / ".snakemake" / "log").glob("*.snakemake.log"))
     results = Path(args.results)
-    bench_dir = Path(args.benchmarks) if args.benchmarks else results.parents[1] / "benchmarks" / results.name
-    lines = summarize(results, log, args.note, bench_dir)
+    lines = summarize(results, log, args.note)
     print(TITLE)
     print("\n".join(lines))
     if args.write:

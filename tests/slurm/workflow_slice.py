@@ -123,30 +123,32 @@ def sacct_rows(env: dict[str, str]) -> list[dict[str, str]]:
 
 
 def submitted_jobs(output: str) -> dict[str, str]:
-    """{SLURM job id: rule} of the jobs a Snakemake run submitted, from its output."""
-    jobs, rule = {}, None
+    """{SLURM job id: rule} of the jobs a Snakemake run submitted, from its output.
+
+    A submission names the Snakemake job id ("Job 3 has been submitted with SLURM jobid 17"),
+    which is matched to the rule block that printed "jobid: 3": blocks of jobs submitted together
+    are printed before their submission lines, so the order alone does not pair them."""
+    rule_of = {b["jobid"]: b["rule"] for b in job_blocks(output) if b["jobid"]}
+    jobs = {}
     for line in output.splitlines():
-        m = re.match(r"^(?:local)?(?:rule|checkpoint) (\w+):$", line.strip())
+        m = re.search(r"Job (\d+) has been submitted with SLURM jobid (\d+)", line)
         if m:
-            rule = m.group(1)
-        m = re.search(r"has been submitted with SLURM jobid (\d+)", line)
-        if m:
-            jobs[m.group(1)] = rule
+            jobs[m.group(2)] = rule_of.get(m.group(1))
     return jobs
 
 
 def job_blocks(output: str) -> list[dict[str, str]]:
-    """The jobs a Snakemake run started, from its output: rule, local (bool), log, wildcards."""
+    """The jobs a Snakemake run started, from its output: rule, local (bool), log, wildcards, jobid."""
     blocks, current = [], None
     for line in output.splitlines():
         m = re.match(r"^(local)?(?:rule|checkpoint) (\w+):$", line.strip())
         if m:
-            current = {"rule": m.group(2), "local": bool(m.group(1)), "log": "", "wildcards": ""}
+            current = {"rule": m.group(2), "local": bool(m.group(1)), "log": "", "wildcards": "", "jobid": ""}
             blocks.append(current)
             continue
         if current is not None:
             key, _, value = line.strip().partition(": ")
-            if key in ("log", "wildcards"):
+            if key in ("log", "wildcards", "jobid"):
                 current[key] = value.split(",")[0].strip() if key == "log" else value
     return blocks
 
