@@ -64,6 +64,12 @@ def timed(url: str, body: dict, pool: ThreadPoolExecutor) -> tuple[float, float]
     return first, time.perf_counter() - t0
 
 
+def _run_relative(results: str | Path) -> Path:
+    """results/<model> of whichever checkout made the run."""
+    p = Path(results).resolve()
+    return p.relative_to(p.parents[1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="config.yaml")
@@ -120,7 +126,7 @@ def main() -> None:
             f"{date.today()}, {platform.machine()} CPU ({os.cpu_count()} cores, shared; load average "
             f"{load[0]:.1f} -> {load[1]:.1f}), torch {torch.__version__} with {args.threads} thread(s). "
             f"Model `{name}` ({split.steps} steps, CFG {split.guidance:g}, {split.duration:g} s clips), "
-            f"{args.method} / {args.concept} from `{catalog.results_dir}`, {split.n_stops} stops, the slider at "
+            f"{args.method} / {args.concept} from `{_run_relative(catalog.results_dir)}` of a `make run`, {split.n_stops} stops, the slider at "
             f"α = 0. Times from the POST of /api/generate until the WAVs arrived over HTTP on loopback "
             f"(server in the benchmark's process), each request a new prompt and seed; median of "
             f"{args.repeats}.\n\n"
