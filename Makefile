@@ -4,6 +4,10 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CORES  ?= all
 SMK_ARGS ?=
+# The HTML report lands beside the results of config.yaml's model (set REPORT for another config).
+MODEL  ?= $(shell sed -n 's/^model: *\([A-Za-z0-9_.-]*\).*/\1/p' config.yaml)
+REPORT ?= results/$(MODEL)/report.html
+DRY_RUN := $(filter -n --dry-run --dryrun,$(SMK_ARGS))
 
 .PHONY: run test sysdeps venv lint clean-results
 
@@ -24,6 +28,9 @@ venv: sysdeps $(VENV)/.installed
 
 run: venv
 	$(BIN)/snakemake --cores $(CORES) --profile profiles/default $(SMK_ARGS)
+ifeq ($(DRY_RUN),)
+	$(BIN)/snakemake --profile profiles/default --report $(REPORT) $(SMK_ARGS)
+endif
 
 test: venv
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

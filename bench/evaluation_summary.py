@@ -1,11 +1,13 @@
 """Summarize an evaluation run for BENCHMARKS.md: stage times and Tables 1-3.
 
     .venv/bin/python bench/evaluation_summary.py [--results results/embedded] [--log SNAKEMAKE_LOG]
-        [--note TEXT] [--write]
+        [--note TEXT] [--also LOG ...] [--write]
 
 Stage times come from a Snakemake log (default: the newest under .snakemake/log): per rule, the
 summed wall time of its jobs (start line to "Finished jobid"), and the run's wall time from its
-first to its last timestamp; summed job time over wall time is how many jobs ran at once. (The
+first to its last timestamp; summed job time over wall time is how many jobs ran at once.
+``--also`` names the logs of other runs of the same config: their wall times are listed with the
+median over all runs, which is the number the time target is judged on. (The
 rules' `benchmark:` files are not used for CPU time: Snakemake samples a job's CPU time every 30 s,
 so the last seconds of every job are missing from them.) Tables come from
 ``<results>/evaluation/`` (table1.md, table2.md, table3.md, bottleneck.md, quality.md, responds.csv). ``--write`` replaces the "## Evaluation" section's
@@ -60,10 +62,21 @@ def rule_times(log: Path) -> tuple[dict[str, list[float]], float]:
     return dict(out), (last - first).total_seconds() if first and last else float("nan")
 
 
-def summarize(results: Path, log: Path, note: str | None) -> list[str]:
+def summarize(results: Path, log: Path, note: str | None, also: list[Path] = ()) -> list[str]:
     times, wall = rule_times(log)
     lines = [note, ""] if note else []
     summed = sum(sum(v) for v in times.values())
+    if also:
+        lines += ["| run (Snakemake log) | jobs | wall, first to last job (min) | job time, summed (min) |",
+                  "|---|---|---|---|"]
+        walls = []
+        for path in (log, *also):
+            t, w = rule_times(path)
+            walls.append(w)
+            lines.append(f"| `{path.name}` | {sum(len(v) for v in t.values())} | {w / 60:.1f} | "
+                         f"{sum(sum(v) for v in t.values()) / 60:.1f} |")
+        lines += ["", f"Median wall time over these {len(walls)} runs: **{pd.Series(walls).median() / 60:.1f} min**. "
+                      f"The stage times and tables below are from the first.", ""]
     lines.append(f"Snakemake log `{log.name}`: {sum(len(v) for v in times.values())} jobs, "
                  f"{wall / 60:.1f} min of wall time from first to last job; the jobs' times add up to "
                  f"{summed / 60:.1f} min, i.e. {summed / wall:.2f} jobs running at once on average.")
@@ -95,11 +108,12 @@ def main() -> None:
     parser.add_argument("--results", default=str(ROOT / "results" / "embedded"))
     parser.add_argument("--log", default=None)
     parser.add_argument("--note", default=None)
+    parser.add_argument("--also", nargs="*", default=[], help="logs of other runs of the same config")
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
     log = Path(args.log) if args.log else max((ROOT / ".snakemake" / "log").glob("*.snakemake.log"))
     results = Path(args.results)
-    lines = summarize(results, log, args.note)
+    lines = summarize(results, log, args.note, [Path(p) for p in args.also])
     print(TITLE)
     print("\n".join(lines))
     if args.write:

@@ -69,11 +69,14 @@ def main() -> None:
     submitted, local = dag_counts(str(Path(sys.executable).parent / "snakemake"))
     n_sub, n_local = sum(submitted.values()), sum(local.values())
     date = dt.date.today().isoformat()
+    # A run made in another checkout (a fresh clone) is named by its place inside that checkout.
+    where = (folder.relative_to(ROOT) if folder.is_relative_to(ROOT)
+             else f"{Path(*folder.parts[-2:])}` of a fresh clone's `make run")
     lines = [
         "## Rule resources",
         "",
         f"Measured {date} on {platform.machine()} ({platform.node() or 'this machine'}), model `{args.model}`, from "
-        f"`{folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else folder}` (one TSV per job; "
+        f"`{where}` (one TSV per job; "
         "`bench/rule_resources.py`). mem_mb = 1.5 x the largest peak RSS (at least 512), runtime = 3 x the "
         "longest wall time (at least 2 min); written to `rules/resources.yaml`.",
         "",
