@@ -7,7 +7,9 @@ Stage times come from a Snakemake log (default: the newest under .snakemake/log)
 summed wall time of its jobs (start line to "Finished jobid"), and the run's wall time from its
 first to its last timestamp; summed job time over wall time is how many jobs ran at once.
 ``--also`` names the logs of other runs of the same config: their wall times are listed with the
-median over all runs, which is the number the time target is judged on. (The
+median over all runs, which is the number the time target is judged on, and the run's audio and
+tables are compared byte for byte with theirs (the runs' folders are found from the logs'
+places, ``<checkout>/.snakemake/log/``). (The
 rules' `benchmark:` files are not used for CPU time: Snakemake samples a job's CPU time every 30 s,
 so the last seconds of every job are missing from them.) Tables come from
 ``<results>/evaluation/`` (table1.md, table2.md, table3.md, bottleneck.md, quality.md, responds.csv). ``--write`` replaces the "## Evaluation" section's
@@ -18,6 +20,7 @@ the README's figures (docs/figures/curves_<model>.png, localization_heatmap_<mod
 from __future__ import annotations
 
 import argparse
+import hashlib
 import re
 import shutil
 import sys
@@ -62,19 +65,36 @@ def rule_times(log: Path) -> tuple[dict[str, list[float]], float]:
     return dict(out), (last - first).total_seconds() if first and last else float("nan")
 
 
+SAME_FILES = ("sweeps/**/*.flac", "calibration/*.json", "evaluation/*.csv")
+
+
+def _digests(results: Path) -> dict[str, str]:
+    return {str(p.relative_to(results)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for pattern in SAME_FILES for p in sorted(results.glob(pattern))}
+
+
+def same_files(results: Path, other: Path) -> str:
+    """How many of the run's sweep clips, calibrations and evaluation tables equal the other's."""
+    mine, theirs = _digests(results), _digests(other)
+    same = sum(theirs.get(k) == v for k, v in mine.items())
+    return f"{same} of {len(mine)} identical" + ("" if len(theirs) == len(mine) else f" ({len(theirs)} files there)")
+
+
 def summarize(results: Path, log: Path, note: str | None, also: list[Path] = ()) -> list[str]:
     times, wall = rule_times(log)
     lines = [note, ""] if note else []
     summed = sum(sum(v) for v in times.values())
     if also:
-        lines += ["| run (Snakemake log) | jobs | wall, first to last job (min) | job time, summed (min) |",
-                  "|---|---|---|---|"]
+        lines += ["| run (Snakemake log) | jobs | wall, first to last job (min) | job time, summed (min) | "
+                  f"files ({', '.join(SAME_FILES)}) vs the first run |", "|---|---|---|---|---|"]
         walls = []
-        for path in (log, *also):
+        for i, path in enumerate((log, *also)):
             t, w = rule_times(path)
             walls.append(w)
+            other = path.resolve().parents[2] / results.resolve().relative_to(results.resolve().parents[1])
             lines.append(f"| `{path.name}` | {sum(len(v) for v in t.values())} | {w / 60:.1f} | "
-                         f"{sum(sum(v) for v in t.values()) / 60:.1f} |")
+                         f"{sum(sum(v) for v in t.values()) / 60:.1f} | "
+                         f"{'(the first run)' if i == 0 else same_files(results, other)} |")
         lines += ["", f"Median wall time over these {len(walls)} runs: **{pd.Series(walls).median() / 60:.1f} min**. "
                       f"The stage times and tables below are from the first.", ""]
     lines.append(f"Snakemake log `{log.name}`: {sum(len(v) for v in times.values())} jobs, "
