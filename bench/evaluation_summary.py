@@ -3,7 +3,7 @@
     .venv/bin/python bench/evaluation_summary.py [--results results/embedded] [--log SNAKEMAKE_LOG]
         [--note TEXT] [--also LOG ...] [--write]
 
-Stage times come from a Snakemake log (default: the newest under .snakemake/log): per rule, the
+Stage times come from a Snakemake log (default: the newest under .snakemake/log that ran jobs): per rule, the
 summed wall time of its jobs (start line to "Finished jobid"), and the run's wall time from its
 first to its last timestamp; summed job time over wall time is how many jobs ran at once.
 ``--also`` names the logs of other runs of the same config: their wall times are listed with the
@@ -65,6 +65,7 @@ def rule_times(log: Path) -> tuple[dict[str, list[float]], float]:
     return dict(out), (last - first).total_seconds() if first and last else float("nan")
 
 
+SHORT_S = 4.0  # a job this short is mostly interpreter start-up and imports
 SAME_FILES = ("sweeps/**/*.flac", "calibration/*.json", "evaluation/*.csv")
 
 
@@ -86,7 +87,7 @@ def summarize(results: Path, log: Path, note: str | None, also: list[Path] = ())
     summed = sum(sum(v) for v in times.values())
     if also:
         lines += ["| run (Snakemake log) | jobs | wall, first to last job (min) | job time, summed (min) | "
-                  f"files ({', '.join(SAME_FILES)}) vs the first run |", "|---|---|---|---|---|"]
+                  f"files ({', '.join(SAME_FILES)}) vs the first row |", "|---|---|---|---|---|"]
         walls = []
         for i, path in enumerate((log, *also)):
             t, w = rule_times(path)
@@ -94,12 +95,14 @@ def summarize(results: Path, log: Path, note: str | None, also: list[Path] = ())
             other = path.resolve().parents[2] / results.resolve().relative_to(results.resolve().parents[1])
             lines.append(f"| `{path.name}` | {sum(len(v) for v in t.values())} | {w / 60:.1f} | "
                          f"{sum(sum(v) for v in t.values()) / 60:.1f} | "
-                         f"{'(the first run)' if i == 0 else same_files(results, other)} |")
+                         f"{'(the reference)' if i == 0 else same_files(results, other)} |")
         lines += ["", f"Median wall time over these {len(walls)} runs: **{pd.Series(walls).median() / 60:.1f} min**. "
-                      f"The stage times and tables below are from the first.", ""]
+                      f"The stage times and tables below are from the first row.", ""]
     lines.append(f"Snakemake log `{log.name}`: {sum(len(v) for v in times.values())} jobs, "
                  f"{wall / 60:.1f} min of wall time from first to last job; the jobs' times add up to "
                  f"{summed / 60:.1f} min, i.e. {summed / wall:.2f} jobs running at once on average.")
+    short = [t for ts in times.values() for t in ts if t <= SHORT_S]
+    lines.append(f"{len(short)} jobs took at most {SHORT_S:g} s each ({sum(short) / 60:.1f} min summed).")
     lines.append("")
     lines.append("| rule | jobs | job time, summed (min) | share of the summed time | median per job (s) |")
     lines.append("|---|---|---|---|---|")
@@ -131,7 +134,11 @@ def main() -> None:
     parser.add_argument("--also", nargs="*", default=[], help="logs of other runs of the same config")
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
-    log = Path(args.log) if args.log else max((ROOT / ".snakemake" / "log").glob("*.snakemake.log"))
+    # The newest log that ran jobs (`make run` leaves a second, job-less log: the report's).
+    ran = [p for p in sorted((ROOT / ".snakemake" / "log").glob("*.snakemake.log")) if "Finished jobid" in p.read_text()]
+    log = Path(args.log) if args.log else (ran or [None])[-1]
+    if log is None:
+        parser.error("no Snakemake log with finished jobs under .snakemake/log; name one with --log")
     results = Path(args.results)
     lines = summarize(results, log, args.note, [Path(p) for p in args.also])
     print(TITLE)

@@ -97,7 +97,7 @@ def main() -> None:
     if not args.no_write:
         write_resources(args.resources, args.model, {r: {"mem_mb": v["mem_mb"], "runtime": v["runtime"]}
                                                       for r, v in sizes.items()},
-                        source=f"{folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else folder}, {date}")
+                        source=f"{str(where).replace('`', '')}, {date}")
         replace_section(ROOT / "BENCHMARKS.md", START, END, text)
 
 

@@ -56,7 +56,7 @@ def test_runs_are_judged_on_the_median_wall_time_and_compared_file_by_file(tmp_p
     logs = [_fake_run(tmp_path / f"run{m}", m, clip) for m, clip in ((30, b"x"), (34, b"x"), (40, b"y"))]
     lines = _evaluation_summary().summarize(tmp_path / "run30" / "results" / "embedded", logs[0], None, logs[1:])
     rows = [line for line in lines if line.startswith("| `run")]
-    assert rows[0] == "| `run30.snakemake.log` | 2 | 30.0 | 31.0 | (the first run) |"
+    assert rows[0] == "| `run30.snakemake.log` | 2 | 30.0 | 31.0 | (the reference) |"
     assert rows[1] == "| `run34.snakemake.log` | 2 | 34.0 | 35.0 | 2 of 2 identical |"
     assert rows[2] == "| `run40.snakemake.log` | 2 | 40.0 | 41.0 | 1 of 2 identical |"
     assert "Median wall time over these 3 runs: **34.0 min**" in "\n".join(lines)
