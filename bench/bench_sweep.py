@@ -3,9 +3,10 @@
     .venv/bin/python bench/bench_sweep.py [--clips 16] [--repeats 3] [--threads 2] [--config config.yaml] [--write]
 
 Renders the same `clips` rows (one prompt, a CAA-like random vector, α spread over the grid)
-through the embedded model both ways, with the config's steps, guidance and clip length, `repeats` times each, and prints the median wall time
-per clip and the ratio (one clip at a time / batched). ``--write`` replaces the "Sweep
-throughput" block of the "## Evaluation" section of BENCHMARKS.md.
+through the embedded model both ways, with the config's steps, guidance and clip length,
+`repeats` times each, and prints the median wall time per clip and the ratio (one clip at a
+time / batched). ``--write`` replaces the "Sweep throughput" block of the "## Evaluation"
+section of BENCHMARKS.md.
 """
 
 from __future__ import annotations

@@ -65,7 +65,7 @@ def rule_times(log: Path) -> tuple[dict[str, list[float]], float]:
     return dict(out), (last - first).total_seconds() if first and last else float("nan")
 
 
-SHORT_S = 4.0  # a job this short is mostly interpreter start-up and imports
+SHORT_S = 4.0  # jobs this short are counted apart: their cost is more start-up than work
 SAME_FILES = ("sweeps/**/*.flac", "calibration/*.json", "evaluation/*.csv")
 
 

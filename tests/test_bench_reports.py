@@ -8,8 +8,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _bench_embedded():
-    spec = importlib.util.spec_from_file_location("bench_embedded", ROOT / "bench" / "bench_embedded.py")
+def _bench(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -22,18 +22,11 @@ def test_clip_time_is_judged_on_the_median(median, mark):
               "flux_generated": 0.1, "flux_rendered": 0.1, "boundary_flux_ratio": 1.0, "frames_per_token": 2,
               "world_scorer": {"rank_acc_mean": 1.0}, "seconds_per_clip": median,
               "seconds_per_clip_best": 0.2, "timing_repeats": 7, "threads": 2}
-    text = _bench_embedded().format_report(result)
+    text = _bench("bench_embedded").format_report(result)
     row = next(line for line in text.splitlines() if line.startswith("| seconds per 4 s clip"))
     assert f"{median:.2f} s median of 7 runs" in row and f"<= 0.5 s ({mark})" in row
     assert "best" not in row
     assert "2 thread(s)" in text
-
-
-def _evaluation_summary():
-    spec = importlib.util.spec_from_file_location("evaluation_summary", ROOT / "bench" / "evaluation_summary.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _fake_run(root: Path, minutes: int, clip: bytes) -> Path:
@@ -54,7 +47,7 @@ def _fake_run(root: Path, minutes: int, clip: bytes) -> Path:
 
 def test_runs_are_judged_on_the_median_wall_time_and_compared_file_by_file(tmp_path):
     logs = [_fake_run(tmp_path / f"run{m}", m, clip) for m, clip in ((30, b"x"), (34, b"x"), (40, b"y"))]
-    lines = _evaluation_summary().summarize(tmp_path / "run30" / "results" / "embedded", logs[0], None, logs[1:])
+    lines = _bench("evaluation_summary").summarize(tmp_path / "run30" / "results" / "embedded", logs[0], None, logs[1:])
     rows = [line for line in lines if line.startswith("| `run")]
     assert rows[0] == "| `run30.snakemake.log` | 2 | 30.0 | 31.0 | (the reference) |"
     assert rows[1] == "| `run34.snakemake.log` | 2 | 34.0 | 35.0 | 2 of 2 identical |"

@@ -5,6 +5,7 @@ repository's data files; inputs that the repository does not hold yet (e.g. trai
 are stood in for by empty placeholders, so the DAG is checked without building anything.
 """
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -196,3 +197,16 @@ def test_model_rules_declare_the_measured_resources(workdir):
     want = measured["cache_activations"]
     assert f"mem_mb={want['mem_mb']}" in job and f"runtime={want['runtime']}" in job, job
     assert "benchmarks/embedded/cache_activations/tempo.tsv" in job, job
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+@pytest.mark.parametrize("smk_args, writes_report", [("", True), ("-n", False), ("--dry-run", False)])
+def test_make_run_writes_the_report_beside_the_results_except_for_a_dry_run(smk_args, writes_report):
+    """`make run` ends with `snakemake --report results/<config.yaml's model>/report.html`."""
+    res = subprocess.run(["make", "-n", "run", f"SMK_ARGS={smk_args}"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    model = yaml.safe_load((ROOT / "config.yaml").read_text())["model"]
+    report = [line.strip() for line in res.stdout.splitlines() if "--report" in line]
+    assert report == ([f".venv/bin/snakemake --profile profiles/default --report results/{model}/report.html {smk_args}".rstrip()]
+                      if writes_report else [])
